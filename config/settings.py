@@ -1,0 +1,334 @@
+"""The typed, frozen settings of rampwatch, read from the environment.
+
+This module is the only reader of ``os.environ`` in the project. ``load_settings``
+parses every variable, collects every problem and raises one ``ConfigError`` that
+lists them all, so a bad deploy fails at start-up with the whole story instead of
+one problem per restart. Secrets never appear in a ``repr``.
+
+A provider is enabled only when its settings are present; a provider whose
+settings are absent is ``None`` here (disabled: its webhook answers 404). A
+provider whose settings are only partly present is an error, never a silently
+disabled or half-verified provider.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Generic, TypeVar
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+
+T = TypeVar("T")
+N = TypeVar("N", int, float)
+
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
+DEFAULT_DATABASE_PATH = "var/rampwatch.sqlite3"
+DEFAULT_POLL_BACKOFF = (30, 60, 120, 300, 600, 1800, 3600)
+DEFAULT_POLL_HORIZON = 72 * 3600
+
+
+class ConfigError(Exception):
+    """One or more settings are missing or invalid; ``problems`` lists each one."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = list(problems)
+        super().__init__("invalid settings:\n  - " + "\n  - ".join(self.problems))
+
+
+@dataclass(frozen=True)
+class Named(Generic[T]):
+    """A secret or key together with the setting it came from (for audit records)."""
+
+    name: str
+    value: T = field(repr=False)
+
+
+@dataclass(frozen=True)
+class PollPolicy:
+    """How often to poll an open order: a backoff schedule and a horizon.
+
+    ``backoff`` is a list of delays in seconds; the n-th poll after the last
+    change waits ``backoff[min(n, len-1)]``. After ``horizon`` seconds an order
+    still open is flagged ``stale`` for operators (and still polled).
+    """
+
+    backoff: tuple[int, ...] = DEFAULT_POLL_BACKOFF
+    horizon: int = DEFAULT_POLL_HORIZON
+
+    def delay(self, attempt: int) -> int:
+        return self.backoff[min(max(attempt, 0), len(self.backoff) - 1)]
+
+
+@dataclass(frozen=True)
+class AlixPaySettings:
+    partner_code: str
+    # Ends every string we sign; one candidate for the IPN/response string (doc bug A-3).
+    secret_keys: tuple[Named[str], ...] = field(repr=False)
+    # The other candidate for the IPN/response string, and sent as webhookSecretKey.
+    webhook_secret_keys: tuple[Named[str], ...] = field(repr=False)
+    private_key: Named[RSAPrivateKey] = field(repr=False)
+    public_keys: tuple[Named[RSAPublicKey], ...] = field(repr=False)
+    base_url: str
+    poll: PollPolicy = PollPolicy()
+    timeout: float = 10.0
+
+    @property
+    def secret_key(self) -> str:
+        return self.secret_keys[0].value
+
+    @property
+    def webhook_secret_key(self) -> str:
+        return self.webhook_secret_keys[0].value if self.webhook_secret_keys else ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    database_url: str
+    redis_url: str
+    api_token: str | None = field(default=None, repr=False)
+    alixpay: AlixPaySettings | None = None
+    sweep_interval: float = 5.0
+    sweep_batch: int = 500
+    poll_lease: int = 120
+    log_level: str = "INFO"
+
+    def provider(self, slug: str) -> object | None:
+        """The settings of provider ``slug``, or None when it is disabled or unknown."""
+        return getattr(self, slug, None) if slug in PROVIDER_SLUGS else None
+
+
+PROVIDER_SLUGS = ("alixpay",)
+
+
+class _Reader:
+    """Reads variables from a mapping, recording problems instead of raising."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.env = env
+        self.problems: list[str] = []
+
+    def raw(self, name: str) -> str | None:
+        value = self.env.get(name)
+        if value is None or value.strip() == "":
+            return None
+        return value
+
+    def text(self, name: str, default: str | None = None) -> str | None:
+        value = self.raw(name)
+        return value.strip() if value is not None else default
+
+    def number(self, name: str, default: N, kind: Callable[[str], N], minimum: N) -> N:
+        value = self.raw(name)
+        if value is None:
+            return default
+        try:
+            parsed = kind(value.strip())
+        except ValueError:
+            self.problems.append(f"{name}: expected a number, got {value.strip()!r}")
+            return default
+        if parsed < minimum:
+            self.problems.append(f"{name}: must be at least {minimum}, got {parsed}")
+            return default
+        return parsed
+
+    def durations(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        value = self.raw(name)
+        if value is None:
+            return default
+        out: list[int] = []
+        for part in value.split(","):
+            seconds = parse_duration(part)
+            if seconds is None or seconds <= 0:
+                self.problems.append(
+                    f"{name}: {part.strip()!r} is not a positive duration (examples: 30, 30s, 5m, 2h, 1d)"
+                )
+                return default
+            out.append(seconds)
+        return tuple(out)
+
+    def duration(self, name: str, default: int) -> int:
+        value = self.raw(name)
+        if value is None:
+            return default
+        seconds = parse_duration(value)
+        if seconds is None or seconds <= 0:
+            self.problems.append(f"{name}: {value.strip()!r} is not a positive duration (examples: 90s, 72h)")
+            return default
+        return seconds
+
+    def url(
+        self, name: str, default: str | None = None, schemes: tuple[str, ...] = ("http", "https")
+    ) -> str | None:
+        value = self.text(name, default)
+        if value is None:
+            return None
+        scheme = value.split("://", 1)[0] if "://" in value else ""
+        if scheme not in schemes:
+            self.problems.append(
+                f"{name}: expected a URL starting with {' or '.join(s + '://' for s in schemes)}"
+            )
+            return None
+        return value.rstrip("/")
+
+    def pem(self, name: str, loader: Callable[[bytes], object]) -> object | None:
+        """A key given as PEM text, base64 of PEM, or a path to a PEM file."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        data = _pem_bytes(value)
+        if data is None:
+            self.problems.append(f"{name}: neither PEM text, base64 of a PEM, nor a readable PEM file path")
+            return None
+        try:
+            return loader(data)
+        except (ValueError, TypeError) as exc:
+            self.problems.append(f"{name}: not a usable key ({type(exc).__name__})")
+            return None
+
+
+def _pem_bytes(value: str) -> bytes | None:
+    text = value.strip()
+    if "-----BEGIN" in text:
+        # Environment variables often carry PEMs with literal "\n" sequences.
+        return text.replace("\\n", "\n").encode()
+    path = Path(text)
+    try:
+        if path.is_file():
+            return path.read_bytes()
+    except OSError:
+        return None
+    try:
+        decoded = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    return decoded if b"-----BEGIN" in decoded else None
+
+
+def _load_private(data: bytes) -> RSAPrivateKey:
+    key = load_pem_private_key(data, password=None)
+    if not isinstance(key, RSAPrivateKey):
+        raise TypeError("not an RSA private key")
+    return key
+
+
+def _load_public(data: bytes) -> RSAPublicKey:
+    key = load_pem_public_key(data)
+    if not isinstance(key, RSAPublicKey):
+        raise TypeError("not an RSA public key")
+    return key
+
+
+def parse_duration(text: str) -> int | None:
+    """Seconds in ``30``, ``30s``, ``5m``, ``2h`` or ``1d``; None when unreadable."""
+    text = text.strip().lower()
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    factor = 1
+    if text and text[-1] in units:
+        factor = units[text[-1]]
+        text = text[:-1]
+    if not text.isdigit():
+        return None
+    return int(text) * factor
+
+
+def _twins(r: _Reader, name: str, get: Callable[[str], T | None]) -> tuple[Named[T], ...]:
+    """The current value of ``name`` and its ``_PREVIOUS`` twin, when set."""
+    out = []
+    for n in (name, name + "_PREVIOUS"):
+        value = get(n)
+        if value is not None:
+            out.append(Named(n, value))
+    if not out[:1] or out[0].name != name:
+        if out:
+            r.problems.append(f"{name}_PREVIOUS is set but {name} is not")
+        return ()
+    return tuple(out)
+
+
+def _alixpay(r: _Reader) -> AlixPaySettings | None:
+    names = (
+        "ALIXPAY_PARTNER_CODE",
+        "ALIXPAY_SECRET_KEY",
+        "ALIXPAY_WEBHOOK_SECRET_KEY",
+        "ALIXPAY_PRIVATE_KEY",
+        "ALIXPAY_PUBLIC_KEY",
+        "ALIXPAY_BASE_URL",
+    )
+    present = [n for n in names if r.raw(n) is not None or r.raw(n + "_PREVIOUS") is not None]
+    if not present:
+        return None
+    missing = [n for n in names if r.raw(n) is None]
+    for n in missing:
+        r.problems.append(f"{n}: required once any ALIXPAY_* setting is set (AliX Pay is partly configured)")
+    before = len(r.problems)
+    secrets = _twins(r, "ALIXPAY_SECRET_KEY", r.text)
+    webhook_secrets = _twins(r, "ALIXPAY_WEBHOOK_SECRET_KEY", r.text)
+    private = _twins(r, "ALIXPAY_PRIVATE_KEY", lambda n: r.pem(n, _load_private))
+    public = _twins(r, "ALIXPAY_PUBLIC_KEY", lambda n: r.pem(n, _load_public))
+    base_url = r.url("ALIXPAY_BASE_URL")
+    poll = PollPolicy(
+        backoff=r.durations("ALIXPAY_POLL_BACKOFF", DEFAULT_POLL_BACKOFF),
+        horizon=r.duration("ALIXPAY_POLL_HORIZON", DEFAULT_POLL_HORIZON),
+    )
+    timeout = r.number("ALIXPAY_TIMEOUT", 10.0, float, 0.1)
+    partner = r.text("ALIXPAY_PARTNER_CODE")
+    if missing or len(r.problems) > before or not (secrets and private and public and base_url and partner):
+        return None
+    return AlixPaySettings(
+        partner_code=partner,
+        secret_keys=secrets,
+        webhook_secret_keys=webhook_secrets,
+        private_key=private[0],  # type: ignore[arg-type]
+        public_keys=public,  # type: ignore[arg-type]
+        base_url=base_url,
+        poll=poll,
+        timeout=timeout,
+    )
+
+
+def normalise_database_url(url: str) -> str:
+    """Heroku-style ``postgres://`` URLs name the psycopg 3 driver explicitly."""
+    for prefix in ("postgres://", "postgresql://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def load_settings(env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> Settings:
+    """Build the frozen Settings from ``env`` (default: the process environment).
+
+    Raises ConfigError listing every problem found.
+    """
+    r = _Reader(os.environ if env is None else env)
+    base = base_dir or Path.cwd()
+    database_url = r.text("DATABASE_URL") or f"sqlite:///{(base / DEFAULT_DATABASE_PATH).as_posix()}"
+    if not database_url.startswith(("sqlite", "postgres")):
+        r.problems.append("DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported")
+    redis_url = (
+        r.url("REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix")) or DEFAULT_REDIS_URL
+    )
+    api_token = r.text("RAMPWATCH_API_TOKEN")
+    if api_token is not None and len(api_token) < 16:
+        r.problems.append("RAMPWATCH_API_TOKEN: must be at least 16 characters")
+        api_token = None
+    log_level = (r.text("RAMPWATCH_LOG_LEVEL") or "INFO").upper()
+    if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+        r.problems.append("RAMPWATCH_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
+    settings = Settings(
+        database_url=normalise_database_url(database_url),
+        redis_url=redis_url,
+        api_token=api_token,
+        alixpay=_alixpay(r),
+        sweep_interval=r.number("RAMPWATCH_SWEEP_INTERVAL", 5.0, float, 0.1),
+        sweep_batch=r.number("RAMPWATCH_SWEEP_BATCH", 500, int, 1),
+        poll_lease=r.duration("RAMPWATCH_POLL_LEASE", 120),
+        log_level=log_level,
+    )
+    if r.problems:
+        raise ConfigError(r.problems)
+    return settings

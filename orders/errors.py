@@ -1,0 +1,60 @@
+"""The named errors of the domain. Few, flat, and each says what went wrong.
+
+Error policy: a ``DataError`` is about the input (bad payload, bad signature,
+unknown order) and retrying will not help, so jobs let it reach RQ's failed
+registry at once. A ``ProviderUnavailable`` is transient (timeout, 5xx, 429) and
+is retried; the sweep polls again later in any case.
+"""
+
+
+class RampwatchError(Exception):
+    """Base of every rampwatch error."""
+
+
+class DataError(RampwatchError):
+    """The input is wrong; retrying the same input will not help."""
+
+
+class BadEventPayload(DataError):
+    """An event payload does not follow the event contract."""
+
+
+class InvalidPayload(DataError):
+    """A provider payload is not JSON or lacks required fields."""
+
+    def __init__(self, message: str, fields: list[str] | None = None):
+        self.fields = list(fields or [])
+        super().__init__(message)
+
+
+class SignatureInvalid(DataError):
+    """A signature is missing or does not verify with any configured key."""
+
+
+class OrderNotFound(DataError):
+    """No such order in the store (or at the provider)."""
+
+
+class ProviderDisabled(DataError):
+    """The provider is unknown or its settings are absent."""
+
+
+class ProviderError(RampwatchError):
+    """A provider answered with an error."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None):
+        self.status = status
+        self.code = code
+        super().__init__(message)
+
+
+class ProviderRejected(ProviderError, DataError):
+    """The provider refused the request (4xx or a business error); do not retry as is."""
+
+
+class ProviderUnavailable(ProviderError):
+    """Timeout, connection failure, 5xx or 429: transient, retry later."""
+
+
+class ProviderResponseInvalid(ProviderError, DataError):
+    """The provider's answer is unreadable or its signature does not verify."""

@@ -1,0 +1,165 @@
+"""The AliX Pay API client: order detail (polling), create sell order, create cash-out.
+
+Every request is signed with our private key over the documented pipe-joined
+fields plus ``ALIXPAY_SECRET_KEY``; every answer is verified with AliX's public
+key before anything in it is believed. Both answer shapes are handled: the bare
+order object of the docs and the ``{success, message, data, errorCode}`` envelope
+of the public SDK (doc bug A-13). Errors become named exceptions:
+``ProviderUnavailable`` (timeout, connection, 5xx, 429: retry later),
+``ProviderRejected`` (4xx, ``success: false``: do not retry as is),
+``ProviderResponseInvalid`` (unreadable, or the signature does not verify).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import requests
+
+from config import AlixPaySettings
+from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
+from orders.providers.alixpay import signing
+
+DETAILS_PATH = "/api/v2/orders/details"
+SELL_ORDER_PATH = "/api/v2/on-off-ramp/create-sell-order"
+CASHOUT_PATH = "/api/v2/orders/create-cashout"
+
+SELL_SIGNED = ("partnerCode", "externalOrderId", "currency", "amount", "network", "paymentMethod", "bankCode")
+
+
+@dataclass(frozen=True)
+class VerifiedOrder:
+    """An AliX order object whose signature verified, and the raw answer it came in."""
+
+    body: dict[str, Any]
+    raw: str
+    verified_by: str
+
+
+class AlixPayClient:
+    def __init__(self, settings: AlixPaySettings, session: requests.Session | None = None):
+        self.settings = settings
+        self.session = session or requests.Session()
+
+    # -- endpoints
+
+    def order_details(self, external_order_id: str) -> VerifiedOrder:
+        s = self.settings
+        body = {
+            "partnerCode": s.partner_code,
+            "externalOrderId": external_order_id,
+            "signature": signing.sign([s.partner_code, external_order_id], s.secret_key, s.private_key.value),
+        }
+        return self._post(DETAILS_PATH, body)
+
+    def create_sell_order(self, order: Mapping[str, Any]) -> VerifiedOrder:
+        """Off-ramp sell order. ``order`` holds the documented body fields but
+        ``partnerCode``, ``webhookSecretKey`` and ``signature``, which are added here."""
+        s = self.settings
+        body = {"partnerCode": s.partner_code, **order, "webhookSecretKey": s.webhook_secret_key}
+        body.setdefault("paymentMethod", "bank")
+        fields = [body.get(name) for name in SELL_SIGNED]
+        body["signature"] = signing.sign(fields, s.secret_key, s.private_key.value)
+        return self._post(SELL_ORDER_PATH, body)
+
+    def create_cashout(self, order: Mapping[str, Any]) -> VerifiedOrder:
+        """Remittance cash-out (VND). The documented signed string names fields the
+        body does not have (doc bug A-8); they are taken from where the body keeps
+        them: currency <- cryptoCurrency, bankCode/bankAccountNumber/content <-
+        extendInfo.recipientBankCode/recipientNumber/transferContent."""
+        s = self.settings
+        body = {"partnerCode": s.partner_code, **order, "webhookSecretKey": s.webhook_secret_key}
+        extend = body.get("extendInfo") or {}
+        fields = [
+            s.partner_code,
+            body.get("externalOrderId"),
+            body.get("cryptoCurrency"),
+            body.get("fiatAmount"),
+            extend.get("recipientBankCode"),
+            extend.get("recipientNumber"),
+            extend.get("transferContent"),
+            body.get("userEmail"),
+        ]
+        body["signature"] = signing.sign(fields, s.secret_key, s.private_key.value)
+        return self._post(CASHOUT_PATH, body)
+
+    # -- transport
+
+    def _post(self, path: str, body: dict[str, Any]) -> VerifiedOrder:
+        url = self.settings.base_url + path
+        data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+        try:
+            resp = self.session.post(
+                url,
+                data=data,
+                headers={"Content-Type": "application/json", "lang": "en"},
+                timeout=self.settings.timeout,
+            )
+        except requests.Timeout as exc:
+            raise ProviderUnavailable(f"alixpay {path}: timed out") from exc
+        except requests.RequestException as exc:
+            raise ProviderUnavailable(f"alixpay {path}: {type(exc).__name__}") from exc
+        if resp.status_code == 429 or resp.status_code >= 500:
+            raise ProviderUnavailable(f"alixpay {path}: HTTP {resp.status_code}", status=resp.status_code)
+        try:
+            answer = resp.json()
+        except ValueError as exc:
+            if resp.status_code >= 400:
+                raise ProviderRejected(
+                    f"alixpay {path}: HTTP {resp.status_code}", status=resp.status_code
+                ) from exc
+            raise ProviderResponseInvalid(
+                f"alixpay {path}: answer is not JSON", status=resp.status_code
+            ) from exc
+        if resp.status_code >= 400:
+            raise ProviderRejected(
+                f"alixpay {path}: HTTP {resp.status_code}: {_message(answer)}", status=resp.status_code
+            )
+        order = self._unwrap(path, answer, resp.status_code)
+        verified_by = self.verify(order)
+        if verified_by is None:
+            raise ProviderResponseInvalid(f"alixpay {path}: response signature does not verify")
+        return VerifiedOrder(body=order, raw=resp.text, verified_by=verified_by)
+
+    @staticmethod
+    def _unwrap(path: str, answer: Any, status: int) -> dict[str, Any]:
+        if not isinstance(answer, dict):
+            raise ProviderResponseInvalid(f"alixpay {path}: answer is not an object", status=status)
+        if "success" in answer and ("data" in answer or "message" in answer):
+            if answer.get("success") is not True:
+                code = answer.get("errorCode")
+                raise ProviderRejected(
+                    f"alixpay {path}: {_message(answer)}",
+                    status=status,
+                    code=None if code is None else str(code),
+                )
+            answer = answer.get("data")
+            if not isinstance(answer, dict):
+                raise ProviderResponseInvalid(f"alixpay {path}: envelope without an order", status=status)
+        if "error" in answer and "externalOrderId" not in answer:
+            raise ProviderRejected(f"alixpay {path}: {_message(answer)}", status=status)
+        return answer
+
+    def verify(self, order: Mapping[str, Any]) -> str | None:
+        """The setting names that verify an order object's ``signature``, or None."""
+        sig = order.get("signature")
+        if not isinstance(sig, str) or not sig:
+            return None
+        s = self.settings
+        return signing.verify(
+            signing.response_fields(dict(order)),
+            sig,
+            s.public_keys,
+            (*s.secret_keys, *s.webhook_secret_keys),
+        )
+
+
+def _message(answer: Any) -> str:
+    if isinstance(answer, dict):
+        for key in ("message", "error", "errorMessage"):
+            if isinstance(answer.get(key), str):
+                return answer[key][:200]
+    return "no message"

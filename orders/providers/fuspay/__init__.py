@@ -1,0 +1,1 @@
+"""Fuspay Axis: status map now; signing, client and sandbox arrive with their issue."""

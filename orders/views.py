@@ -1,0 +1,88 @@
+"""Plain-data views of an order for the API and the CLI (one shape for both)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from orders.models import Order
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat() if value is not None else None
+
+
+def order_dict(order: Order, *, raw_bodies: bool = False) -> dict[str, Any]:
+    """The order, its anomalies and its event timeline (raw bodies on request only:
+    they hold the provider's personal data)."""
+    timeline = []
+    for ev in order.events:
+        item = {
+            "id": ev.id,
+            "source": ev.source,
+            "provider_status": ev.provider_status,
+            "canonical_status": ev.canonical_status,
+            "decision": ev.decision,
+            "from": ev.from_status,
+            "to": ev.to_status,
+            "version": ev.version_after,
+            "verified_by": ev.verified_by,
+            "fiat_amount": ev.fiat_amount,
+            "received_at": _iso(ev.received_at),
+            "recorded_at": _iso(ev.recorded_at),
+        }
+        if raw_bodies:
+            item["raw_body"] = ev.raw_body
+        timeline.append(item)
+    return {
+        "provider": order.provider,
+        "external_order_id": order.external_order_id,
+        "provider_order_id": order.provider_order_id,
+        "kind": order.kind,
+        "status": order.status,
+        "provider_status": order.provider_status,
+        "version": order.version,
+        "amounts": {
+            "fiat_amount": order.fiat_amount,
+            "fiat_currency": order.fiat_currency,
+            "crypto_amount": order.crypto_amount,
+            "crypto_currency": order.crypto_currency,
+        },
+        "details": dict(order.details or {}),
+        "created_at": _iso(order.created_at),
+        "updated_at": _iso(order.updated_at),
+        "terminal_at": _iso(order.terminal_at),
+        "next_poll_at": _iso(order.next_poll_at),
+        "anomalies": [
+            {
+                "id": a.id,
+                "kind": a.kind,
+                "detail": json.loads(a.detail),
+                "event_id": a.event_id,
+                "created_at": _iso(a.created_at),
+                "resolved_at": _iso(a.resolved_at),
+            }
+            for a in order.anomalies
+        ],
+        "timeline": timeline,
+    }
+
+
+def timeline_text(view: dict[str, Any]) -> str:
+    """A human timeline for ``rampwatch orders show``."""
+    lines = [
+        f"{view['provider']} {view['external_order_id']}: {view['status']} "
+        f"(provider {view['provider_status'] or '-'}, version {view['version']})",
+        f"  fiat {view['amounts']['fiat_amount'] or '-'} {view['amounts']['fiat_currency'] or ''}".rstrip(),
+        f"  created {view['created_at']}  next poll {view['next_poll_at'] or '-'}",
+    ]
+    for a in view["anomalies"]:
+        lines.append(f"  ANOMALY {a['kind']}: {json.dumps(a['detail'], sort_keys=True)}")
+    lines.append("  timeline:")
+    for ev in view["timeline"]:
+        lines.append(
+            f"    {ev['recorded_at']}  {ev['source']:<8} {ev['provider_status'] or '(none)':<26} "
+            f"{ev['decision']:<14} {ev['from']} -> {ev['to']}  v{ev['version']}"
+            + (f"  [{ev['verified_by']}]" if ev["verified_by"] else "")
+        )
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+"""The HTTP edge: provider callbacks, the partner/ops API, health. Built by ``create_app``."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from flask import Flask
+from redis import Redis
+
+from config import Settings
+from orders.db import make_engine
+from orders.providers import STATUS_MAPS, build_adapters, poll_policies
+from orders.providers.base import ProviderAdapter
+from orders.store import Store
+from receiver import api, errors, health, webhooks
+from workers.queue import Queues
+
+MAX_BODY = 64 * 1024
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    redis: Redis
+    store: Store
+    adapters: dict[str, ProviderAdapter]
+    queues: Queues
+
+
+def create_app(
+    settings: Settings,
+    *,
+    redis: Redis | None = None,
+    store: Store | None = None,
+    adapters: dict[str, ProviderAdapter] | None = None,
+) -> Flask:
+    """Build the WSGI app; collaborators may be passed in (tests), else built from settings."""
+    app = Flask("rampwatch")
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    redis = redis or Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    store = store or Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
+    adapters = build_adapters(settings) if adapters is None else adapters
+    app.extensions["rampwatch"] = Deps(settings, redis, store, adapters, Queues(redis))
+    errors.register(app)
+    app.register_blueprint(webhooks.bp)
+    app.register_blueprint(api.bp)
+    app.register_blueprint(health.bp)
+    logging.getLogger("rampwatch").setLevel(settings.log_level)
+    return app

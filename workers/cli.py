@@ -1,0 +1,201 @@
+"""The ``rampwatch`` command: migrate, worker, clock, reconcile, orders, dev.
+
+Every sub-command reads the settings once (``config.load_settings``) and exits
+non-zero with every problem listed when they are invalid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+
+from config import ConfigError, Settings, load_settings
+from config.logs import configure_logging
+
+
+def _settings() -> Settings:
+    try:
+        return load_settings()
+    except ConfigError as exc:
+        print(f"rampwatch: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from orders.migrate import upgrade
+
+    settings = _settings()
+    upgrade(settings.database_url)
+    print("database is at the newest schema")
+    return 0
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.runtime import Runtime
+    from workers.worker import run_worker
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    runtime = Runtime.build(settings)
+    run_worker(runtime, burst=args.burst, name=args.name)
+    return 0
+
+
+def cmd_clock(args: argparse.Namespace) -> int:
+    from redis import Redis
+
+    from workers.clock import Clock
+    from workers.queue import Queues
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    clock = Clock(redis, Queues(redis), settings.sweep_interval)
+    clock.install_signal_handlers()
+    clock.run()
+    return 0
+
+
+def cmd_reconcile(args: argparse.Namespace) -> int:
+    from orders.errors import RampwatchError
+    from workers import jobs
+    from workers.runtime import Runtime
+
+    settings = _settings()
+    configure_logging("WARNING")
+    rt = Runtime.build(settings)
+    rt.install()
+    if args.order and not args.provider:
+        print("rampwatch reconcile: --order needs --provider", file=sys.stderr)
+        return 2
+    if args.provider and args.provider not in rt.adapters:
+        print(f"rampwatch reconcile: provider {args.provider} is not configured", file=sys.stderr)
+        return 2
+    if args.order:
+        targets = [(args.provider, args.order)]
+    elif args.all_open or args.provider:
+        targets = [(o.provider, o.external_order_id) for o in rt.store.open_orders(args.provider)]
+        targets = [t for t in targets if t[0] in rt.adapters]
+    else:
+        print("rampwatch reconcile: give --order, --provider or --all-open", file=sys.stderr)
+        return 2
+    failures = 0
+    for provider, order_id in targets:
+        if args.enqueue:
+            queued = rt.queues.enqueue_poll(provider, order_id, reason="cli")
+            print(f"{provider} {order_id}: {'poll queued' if queued else 'poll already queued'}")
+            continue
+        try:
+            if args.dry_run:
+                event = rt.adapter(provider).poll(order_id)
+                print(
+                    f"{provider} {order_id}: provider says {event.provider_status} (dry run, nothing applied)"
+                )
+            else:
+                result = jobs.poll_order(provider, order_id, reason="cli")
+                print(
+                    f"{provider} {order_id}: provider says {result['provider_status']} -> "
+                    f"{result['decision']}; now {result['status']} v{result['version']}"
+                )
+        except RampwatchError as exc:
+            failures += 1
+            print(f"{provider} {order_id}: FAILED {type(exc).__name__}: {exc}")
+    print(f"{len(targets)} order(s), {failures} failure(s)")
+    return 1 if failures else 0
+
+
+def cmd_orders_show(args: argparse.Namespace) -> int:
+    from orders.db import make_engine
+    from orders.providers import STATUS_MAPS
+    from orders.store import Store
+    from orders.views import order_dict, timeline_text
+
+    settings = _settings()
+    store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
+    order = store.order_view(args.provider, args.external_order_id)
+    if order is None:
+        print(f"no {args.provider} order {args.external_order_id}", file=sys.stderr)
+        return 1
+    view = order_dict(order, raw_bodies=args.raw)
+    print(json.dumps(view, indent=2) if args.json else timeline_text(view))
+    return 0
+
+
+def cmd_orders_create(args: argparse.Namespace) -> int:
+    from orders.errors import RampwatchError
+    from orders.service import create_order
+    from workers.runtime import Runtime
+
+    settings = _settings()
+    rt = Runtime.build(settings)
+    try:
+        request = json.loads(args.request)
+    except ValueError:
+        print("rampwatch orders create: the request is not JSON", file=sys.stderr)
+        return 2
+    try:
+        outcome = create_order(rt.store, rt.adapter(args.provider), request)
+    except RampwatchError as exc:
+        print(f"rampwatch orders create: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"{args.provider} {outcome.event.external_order_id}: {outcome.status.value} (v{outcome.version})")
+    return 0
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from workers.devrun import main as dev_main
+
+    return dev_main(exit_after_demo=args.exit_after_demo)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rampwatch", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("migrate", help="bring the database to the newest schema")
+    p.set_defaults(func=cmd_migrate)
+
+    p = sub.add_parser("worker", help="run an RQ worker (events, polls, control queues)")
+    p.add_argument("--burst", action="store_true", help="exit when the queues are empty")
+    p.add_argument("--name", help="worker name (default: RQ's)")
+    p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("clock", help="enqueue the sweep on an interval (run exactly one)")
+    p.set_defaults(func=cmd_clock)
+
+    p = sub.add_parser("reconcile", help="poll providers for orders and apply what they say")
+    p.add_argument("--provider", help="provider slug, e.g. alixpay")
+    p.add_argument("--order", help="one external order id (needs --provider)")
+    p.add_argument("--all-open", action="store_true", help="every open order of every enabled provider")
+    p.add_argument("--dry-run", action="store_true", help="ask the provider, apply nothing")
+    p.add_argument("--enqueue", action="store_true", help="queue the polls for the workers instead")
+    p.set_defaults(func=cmd_reconcile)
+
+    orders = sub.add_parser("orders", help="inspect and create orders")
+    osub = orders.add_subparsers(dest="orders_command", required=True)
+    p = osub.add_parser("show", help="an order and its event timeline")
+    p.add_argument("provider")
+    p.add_argument("external_order_id")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--raw", action="store_true", help="include raw bodies (personal data!)")
+    p.set_defaults(func=cmd_orders_show)
+    p = osub.add_parser("create", help="create an order at a provider")
+    p.add_argument("provider")
+    p.add_argument("request", help="the create request as JSON")
+    p.set_defaults(func=cmd_orders_create)
+
+    p = sub.add_parser("dev", help="run everything locally with the sandboxes (make run)")
+    p.add_argument("--exit-after-demo", action="store_true", help="stop once the demo orders are done")
+    p.set_defaults(func=cmd_dev)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,166 @@
+"""Queues and enqueueing: the one module the receiver may import from ``workers``.
+
+Jobs are referenced by dotted name (the receiver never imports job code), carry
+versioned JSON of primitives (RQ's JSON serializer on both sides) and have
+deterministic ids, so the same callback delivered twice is one job. RQ's
+``unique`` is the first line of dedup; the store's unique index is the guarantee.
+
+A job id that already exists is treated by its state: queued, scheduled or
+running means "already accepted"; failed, stopped or canceled means the earlier
+attempt did not apply, so it is requeued (dedup must not swallow a retry after
+a failed apply); finished is deleted and enqueued anew.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from redis import Redis
+from rq import Queue, Retry
+from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.job import Job, JobStatus
+from rq.serializers import JSONSerializer
+
+from orders.events import Event
+
+log = logging.getLogger("rampwatch.queue")
+
+EVENTS = "events"
+POLLS = "polls"
+CONTROL = "control"
+QUEUE_NAMES = (EVENTS, POLLS, CONTROL)  # a worker listens in this order of priority
+
+APPLY_JOB = "workers.jobs.apply_event"
+POLL_JOB = "workers.jobs.poll_order"
+SWEEP_JOB = "workers.jobs.sweep"
+HEAL_JOB = "workers.jobs.poll_if_known"
+
+SWEEP_JOB_ID = "sweep"
+# A job's Redis record outlives its run briefly for inspection; durable history is the store's.
+RESULT_TTL = 60
+FAILURE_TTL = 30 * 86400
+JOB_TIMEOUT = 120
+APPLY_RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
+POLL_RETRY = Retry(max=2, interval=[10, 60])
+
+HEAL_WINDOW = 60  # seconds: at most one healing poll per order per window
+HEAL_GLOBAL_PER_WINDOW = 120  # and at most this many across all orders
+
+
+def short_hash(*parts: str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode("utf-8"))
+        h.update(b"\x00")
+    return h.hexdigest()[:32]
+
+
+def event_job_id(event: Event) -> str:
+    return f"event-{event.provider}-{event.fingerprint()}"
+
+
+def poll_job_id(provider: str, external_order_id: str) -> str:
+    return f"poll-{provider}-{short_hash(provider, external_order_id)}"
+
+
+class Queues:
+    """The project's RQ queues on one Redis connection."""
+
+    def __init__(self, redis: Redis):
+        self.redis = redis
+        self.events = Queue(EVENTS, connection=redis, serializer=JSONSerializer)
+        self.polls = Queue(POLLS, connection=redis, serializer=JSONSerializer)
+        self.control = Queue(CONTROL, connection=redis, serializer=JSONSerializer)
+
+    def all(self) -> list[Queue]:
+        return [self.events, self.polls, self.control]
+
+    def enqueue_event(self, event: Event) -> str:
+        """Queue ``event`` for ``apply``; returns its job id. Raises redis errors."""
+        job_id = event_job_id(event)
+        self._enqueue_unique(
+            self.events,
+            APPLY_JOB,
+            (event.to_dict(),),
+            job_id,
+            retry=APPLY_RETRY,
+            description=_describe(event),
+        )
+        return job_id
+
+    def enqueue_poll(self, provider: str, external_order_id: str, reason: str = "sweep") -> bool:
+        """Queue a poll of one order unless one is already queued or running."""
+        return self._enqueue_unique(
+            self.polls,
+            POLL_JOB,
+            (provider, external_order_id, reason),
+            poll_job_id(provider, external_order_id),
+            retry=POLL_RETRY,
+            description=f"poll {provider} order ({reason})",
+        )
+
+    def enqueue_sweep(self) -> bool:
+        return self._enqueue_unique(self.control, SWEEP_JOB, (), SWEEP_JOB_ID, description="sweep due orders")
+
+    def enqueue_heal(self, provider: str, external_order_id: str) -> bool:
+        """After a callback failed verification: poll the order if we know it.
+
+        Rate-limited per order and overall, so a flood of forged callbacks costs a
+        bounded number of lookups and provider calls.
+        """
+        per_order = f"rampwatch:heal:{provider}:{short_hash(external_order_id)}"
+        if not self.redis.set(per_order, 1, nx=True, ex=HEAL_WINDOW):
+            return False
+        overall = "rampwatch:heal:count"
+        with self.redis.pipeline() as pipe:
+            pipe.incr(overall)
+            pipe.expire(overall, HEAL_WINDOW, nx=True)
+            count, _ = pipe.execute()
+        if int(count) > HEAL_GLOBAL_PER_WINDOW:
+            return False
+        return self._enqueue_unique(
+            self.polls,
+            HEAL_JOB,
+            (provider, external_order_id),
+            f"heal-{provider}-{short_hash(provider, external_order_id)}",
+            description=f"healing poll of {provider} order after a failed verification",
+        )
+
+    def _enqueue_unique(
+        self, queue: Queue, func: str, args: tuple[Any, ...], job_id: str, **options: Any
+    ) -> bool:
+        """Enqueue unless a live job with ``job_id`` exists. True when (re)queued."""
+        options.setdefault("result_ttl", RESULT_TTL)
+        options.setdefault("failure_ttl", FAILURE_TTL)
+        options.setdefault("job_timeout", JOB_TIMEOUT)
+        for _ in range(3):
+            try:
+                queue.enqueue_call(func, args=args, job_id=job_id, unique=True, **options)
+                return True
+            except DuplicateJobError:
+                pass
+            try:
+                job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+                status = job.get_status(refresh=True)
+            except NoSuchJobError:
+                continue  # it expired between the two calls: try again
+            if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                job.requeue()
+                log.info("requeued job %s after %s", job_id, status.value)
+                return True
+            if status == JobStatus.FINISHED:
+                job.delete()
+                continue
+            return False  # queued, scheduled, deferred or started: already accepted
+        return False
+
+
+def _describe(event: Event) -> str:
+    return f"apply {event.source} {event.provider} {event.provider_status}"
+
+
+def job_summary(job: Job) -> Mapping[str, Any]:
+    return {"id": job.id, "status": job.get_status(refresh=False), "func": job.func_name}
