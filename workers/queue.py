@@ -135,7 +135,7 @@ class Queues:
         """Enqueue unless a live job with ``job_id`` exists. True when (re)queued."""
         options.setdefault("result_ttl", RESULT_TTL)
         options.setdefault("failure_ttl", FAILURE_TTL)
-        options.setdefault("job_timeout", JOB_TIMEOUT)
+        options.setdefault("timeout", JOB_TIMEOUT)
         for _ in range(3):
             try:
                 queue.enqueue_call(func, args=args, job_id=job_id, unique=True, **options)

@@ -1,0 +1,146 @@
+"""Shared fixtures: a private Redis (never one we did not start), databases, keys.
+
+* ``redis_server``: one private server for the session, found the way ``make run``
+  finds one (``workers.localredis``); ``redis`` is a client on it, flushed after
+  each test.
+* ``database_url``: a migrated SQLite file per test, and, when
+  ``RAMPWATCH_TEST_POSTGRES_URL`` is set, the same tests again on PostgreSQL in
+  a schema of their own (dropped afterwards).
+* ``keys``: RSA key pairs made once per session (AliX's and ours).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from redis import Redis
+from sqlalchemy import create_engine, text
+
+from config import AlixPaySettings, Named, PollPolicy
+from orders.migrate import upgrade
+from workers.localredis import PrivateRedis
+
+POSTGRES_URL = os.environ.get("RAMPWATCH_TEST_POSTGRES_URL")
+DB_PARAMS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[PrivateRedis]:
+    server = PrivateRedis().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis(redis_server: PrivateRedis) -> Iterator[Redis]:
+    client = Redis.from_url(redis_server.url, socket_timeout=10)
+    client.flushdb()
+    yield client
+    client.flushdb()
+    client.close()
+
+
+def _pg_url(schema: str) -> str:
+    assert POSTGRES_URL
+    base = POSTGRES_URL.replace("postgresql://", "postgresql+psycopg://", 1).replace(
+        "postgres://", "postgresql+psycopg://", 1
+    )
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}"
+
+
+@pytest.fixture(params=DB_PARAMS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A freshly migrated database (SQLite file, or a private PostgreSQL schema)."""
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'rampwatch.sqlite3'}"
+        upgrade(url)
+        yield url
+        return
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(_pg_url("public"))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    url = _pg_url(schema)
+    try:
+        upgrade(url)
+        yield url
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@dataclass(frozen=True)
+class KeyPair:
+    private: RSAPrivateKey
+    public: RSAPublicKey
+
+    @property
+    def private_pem(self) -> str:
+        return self.private.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        ).decode()
+
+    @property
+    def public_pem(self) -> str:
+        return self.public.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+
+
+def make_keypair() -> KeyPair:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return KeyPair(key, key.public_key())
+
+
+@dataclass(frozen=True)
+class Keys:
+    alix: KeyPair  # AliX's: signs IPNs and answers
+    alix_old: KeyPair  # AliX's previous key, for rotation tests
+    partner: KeyPair  # ours: signs requests
+
+
+@pytest.fixture(scope="session")
+def keys() -> Keys:
+    return Keys(alix=make_keypair(), alix_old=make_keypair(), partner=make_keypair())
+
+
+SECRET = "sk-partner-secret-0001"
+WEBHOOK_SECRET = "whsec-partner-0001"
+PARTNER_CODE = "rampwatch-test"
+
+
+def alix_settings(keys: Keys, base_url: str, *, timeout: float = 5.0, **overrides: object) -> AlixPaySettings:
+    values: dict[str, object] = dict(
+        partner_code=PARTNER_CODE,
+        secret_keys=(Named("ALIXPAY_SECRET_KEY", SECRET),),
+        webhook_secret_keys=(Named("ALIXPAY_WEBHOOK_SECRET_KEY", WEBHOOK_SECRET),),
+        private_key=Named("ALIXPAY_PRIVATE_KEY", keys.partner.private),
+        public_keys=(Named("ALIXPAY_PUBLIC_KEY", keys.alix.public),),
+        base_url=base_url,
+        poll=PollPolicy(backoff=(1, 2, 5), horizon=3600),
+        timeout=timeout,
+    )
+    values.update(overrides)
+    return AlixPaySettings(**values)  # type: ignore[arg-type]
+
+
+def alix_env(keys: Keys, base_url: str) -> dict[str, str]:
+    """The same AliX settings as environment variables (PEM text)."""
+    return {
+        "ALIXPAY_PARTNER_CODE": PARTNER_CODE,
+        "ALIXPAY_SECRET_KEY": SECRET,
+        "ALIXPAY_WEBHOOK_SECRET_KEY": WEBHOOK_SECRET,
+        "ALIXPAY_PRIVATE_KEY": keys.partner.private_pem,
+        "ALIXPAY_PUBLIC_KEY": keys.alix.public_pem,
+        "ALIXPAY_BASE_URL": base_url,
+    }

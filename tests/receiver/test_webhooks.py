@@ -1,0 +1,236 @@
+"""The receiver's answer to every kind of callback, on a real Redis."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from conftest import SECRET, WEBHOOK_SECRET, Keys, alix_settings
+from redis import Redis
+from rq import Queue
+from rq.job import Job
+from rq.serializers import JSONSerializer
+
+from config import Settings
+from orders.db import make_engine
+from orders.events import Event
+from orders.providers import STATUS_MAPS, build_adapters
+from orders.providers.alixpay import signing
+from orders.store import Store
+from receiver import create_app
+from workers.queue import APPLY_JOB, EVENTS, HEAL_JOB, POLLS
+
+
+def ipn(keys: Keys, *, secret: str = WEBHOOK_SECRET, key=None, **fields) -> dict:
+    body = {
+        "externalOrderId": "ord-1",
+        "type": "sell",
+        "fiatAmount": 100000,
+        "paidAmount": 0,
+        "tokenTransfer": {"currency": "USDT", "network": "TRC20", "txHash": "0xabc"},
+        "bankTransfer": {"bankAccountNumber": "0123456789", "bankAccountName": "NGUYEN VAN A"},
+        "status": "AWAITING_PAYMENT",
+    }
+    body.update(fields)
+    body["signature"] = signing.sign(signing.response_fields(body), secret, key or keys.alix.private)
+    return body
+
+
+@pytest.fixture
+def settings(database_url: str, redis: Redis, keys: Keys) -> Settings:
+    url = redis.connection_pool.connection_kwargs
+    return Settings(
+        database_url=database_url,
+        redis_url=f"redis://127.0.0.1:{url['port']}/0",
+        api_token="t" * 32,
+        alixpay=alix_settings(keys, "http://127.0.0.1:9"),
+    )
+
+
+@pytest.fixture
+def app(settings: Settings, redis: Redis):
+    store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
+    app = create_app(settings, redis=redis, store=store, adapters=build_adapters(settings))
+    app.testing = True
+    yield app
+    store.engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+def post(client, body, content_type="application/json"):
+    data = body if isinstance(body, bytes | str) else json.dumps(body)
+    return client.post("/webhooks/alixpay", data=data, content_type=content_type)
+
+
+def jobs_in(redis: Redis, name: str) -> list[Job]:
+    q = Queue(name, connection=redis, serializer=JSONSerializer)
+    return [Job.fetch(i, connection=redis, serializer=JSONSerializer) for i in q.job_ids]
+
+
+def test_valid_ipn_is_enqueued_with_its_exact_payload(client, redis: Redis, keys: Keys) -> None:
+    body = ipn(keys)
+    raw = json.dumps(body)
+    resp = post(client, raw)
+    assert resp.status_code == 200
+    assert resp.get_json() == {"status": "accepted"}
+    (job,) = jobs_in(redis, EVENTS)
+    assert job.func_name == APPLY_JOB
+    event = Event.from_dict(job.args[0])
+    assert event.provider == "alixpay" and event.external_order_id == "ord-1"
+    assert event.provider_status == "AWAITING_PAYMENT" and event.source == "callback"
+    assert event.dedup_key == "status:AWAITING_PAYMENT"
+    assert event.raw_body == raw
+    assert event.verified_by == "ALIXPAY_PUBLIC_KEY+ALIXPAY_WEBHOOK_SECRET_KEY"
+    assert event.fiat_amount == "100000"
+    # The IPN's signature does not cover tx hashes or bank data: the event carries none.
+    assert event.details == {}
+    assert job.id.startswith("event-alixpay-")
+    assert datetime.fromisoformat(event.received_at).tzinfo is not None
+
+
+def test_duplicate_delivery_is_one_job(client, redis: Redis, keys: Keys) -> None:
+    raw = json.dumps(ipn(keys))
+    assert post(client, raw).status_code == 200
+    assert post(client, raw).status_code == 200
+    assert len(jobs_in(redis, EVENTS)) == 1
+
+
+def test_partner_secret_and_rotated_key_verify_and_are_recorded(
+    settings: Settings, redis: Redis, keys
+) -> None:
+    from dataclasses import replace
+
+    from config import Named
+
+    rotating = replace(
+        settings,
+        alixpay=replace(
+            settings.alixpay,
+            public_keys=(
+                Named("ALIXPAY_PUBLIC_KEY", keys.alix.public),
+                Named("ALIXPAY_PUBLIC_KEY_PREVIOUS", keys.alix_old.public),
+            ),
+        ),
+    )
+    store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
+    client = create_app(rotating, redis=redis, store=store, adapters=build_adapters(rotating)).test_client()
+    cases = [
+        (ipn(keys, externalOrderId="a", secret=SECRET), "ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY"),
+        (
+            ipn(keys, secret=WEBHOOK_SECRET, key=keys.alix_old.private, externalOrderId="b"),
+            "ALIXPAY_PUBLIC_KEY_PREVIOUS+ALIXPAY_WEBHOOK_SECRET_KEY",
+        ),
+    ]
+    for body, _expected in cases:
+        resp = client.post("/webhooks/alixpay", data=json.dumps(body), content_type="application/json")
+        assert resp.status_code == 200
+    recorded = sorted(Event.from_dict(j.args[0]).verified_by for j in jobs_in(redis, EVENTS))
+    assert recorded == sorted(e for _, e in cases)
+    # Without the previous key configured, the old key's signature is refused.
+    resp = post(
+        create_app(settings, redis=redis, store=store, adapters=build_adapters(settings)).test_client(),
+        cases[1][0],
+    )
+    assert resp.status_code == 401
+    store.engine.dispose()
+
+
+def test_error_table(client, redis: Redis, keys: Keys) -> None:
+    cases = [
+        (ipn(keys, secret="wrong"), "application/json", 401, "invalid_signature"),
+        (
+            {k: v for k, v in ipn(keys).items() if k != "signature"},
+            "application/json",
+            401,
+            "invalid_signature",
+        ),
+        ({**ipn(keys), "signature": "!!not-base64!!"}, "application/json", 401, "invalid_signature"),
+        ({**ipn(keys), "status": "SUCCESS"}, "application/json", 401, "invalid_signature"),
+        ({**ipn(keys), "fiatAmount": 100001}, "application/json", 401, "invalid_signature"),
+        (b"{not json", "application/json", 400, "invalid_payload"),
+        (b"\xff\xfe", "application/json", 400, "invalid_payload"),
+        (b"[1, 2]", "application/json", 400, "invalid_payload"),
+        (json.dumps(ipn(keys)), "text/plain", 415, "unsupported_media_type"),
+        (json.dumps(ipn(keys)), "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b'{"a": "' + b"x" * (64 * 1024) + b'"}', "application/json", 413, "request_entity_too_large"),
+    ]
+    for body, ctype, status, code in cases:
+        resp = post(client, body, ctype)
+        assert resp.status_code == status, (body if len(str(body)) < 200 else "big", resp.get_json())
+        payload = resp.get_json()
+        assert payload["code"] == code and payload["error"]
+    assert jobs_in(redis, EVENTS) == []
+
+
+def test_missing_fields_are_named(client, keys: Keys) -> None:
+    body = ipn(keys)
+    del body["status"]
+    del body["fiatAmount"]
+    resp = post(client, body)
+    assert resp.status_code == 400
+    assert resp.get_json()["fields"] == ["fiatAmount", "status"]
+    assert "fiatAmount" in resp.get_json()["error"]
+    resp = post(client, {**ipn(keys), "fiatAmount": "lots"})
+    assert resp.status_code == 400 and resp.get_json()["fields"] == ["fiatAmount"]
+
+
+def test_unknown_and_disabled_providers_are_404(settings: Settings, redis: Redis, keys: Keys) -> None:
+    from dataclasses import replace
+
+    disabled = replace(settings, alixpay=None)
+    store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
+    client = create_app(disabled, redis=redis, store=store, adapters=build_adapters(disabled)).test_client()
+    resp = client.post("/webhooks/alixpay", data=json.dumps(ipn(keys)), content_type="application/json")
+    assert resp.status_code == 404
+    assert resp.get_json()["error"] == "provider alixpay is not configured"
+    resp = client.post("/webhooks/nosuch", data="{}", content_type="application/json")
+    assert resp.status_code == 404 and resp.get_json()["error"] == "provider nosuch is not configured"
+    store.engine.dispose()
+
+
+def test_redis_down_is_503_and_nothing_is_lost_silently(settings: Settings, keys: Keys) -> None:
+    dead = Redis(host="127.0.0.1", port=1, socket_connect_timeout=0.2, socket_timeout=0.2)
+    store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
+    client = create_app(settings, redis=dead, store=store, adapters=build_adapters(settings)).test_client()
+    resp = client.post("/webhooks/alixpay", data=json.dumps(ipn(keys)), content_type="application/json")
+    assert resp.status_code == 503
+    assert resp.get_json()["code"] == "queue_unavailable"
+    assert resp.headers["Retry-After"]
+    ready = client.get("/readyz")
+    assert ready.status_code == 503 and ready.get_json()["checks"]["database"] == "ok"
+    store.engine.dispose()
+
+
+def test_bad_signature_queues_one_rate_limited_healing_poll(client, redis: Redis, keys: Keys) -> None:
+    for _ in range(3):
+        assert post(client, ipn(keys, secret="wrong")).status_code == 401
+    heals = jobs_in(redis, POLLS)
+    assert [(j.func_name, j.args) for j in heals] == [(HEAL_JOB, ["alixpay", "ord-1"])]
+    assert jobs_in(redis, EVENTS) == []
+
+
+def test_health_endpoints(client) -> None:
+    assert client.get("/healthz").get_json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.get_json()["checks"] == {"redis": "ok", "database": "ok"}
+
+
+def test_numbers_rendered_as_javascript_does(client, redis: Redis, keys: Keys) -> None:
+    body = ipn(keys, fiatAmount=150000)  # signed over "150000"
+    raw = json.dumps(body).replace('"fiatAmount": 150000', '"fiatAmount": 150000.0')
+    assert "150000.0" in raw
+    assert post(client, raw).status_code == 200
+    (job,) = jobs_in(redis, EVENTS)
+    assert job.args[0]["fiat_amount"] == "150000"
+
+
+def test_the_events_secret_is_never_in_the_answer(client, keys: Keys) -> None:
+    resp = post(client, ipn(keys, secret="wrong"))
+    assert SECRET not in resp.get_data(as_text=True)
+    assert WEBHOOK_SECRET not in resp.get_data(as_text=True)

