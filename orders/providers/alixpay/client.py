@@ -53,17 +53,21 @@ class AlixPayClient:
             "externalOrderId": external_order_id,
             "signature": signing.sign([s.partner_code, external_order_id], s.secret_key, s.private_key.value),
         }
-        return self._post(DETAILS_PATH, body)
+        answer = self._post(DETAILS_PATH, body)
+        self._same_order(DETAILS_PATH, answer, external_order_id)
+        return answer
 
     def create_sell_order(self, order: Mapping[str, Any]) -> VerifiedOrder:
         """Off-ramp sell order. ``order`` holds the documented body fields but
         ``partnerCode``, ``webhookSecretKey`` and ``signature``, which are added here."""
         s = self.settings
-        body = {"partnerCode": s.partner_code, **order, "webhookSecretKey": s.webhook_secret_key}
+        body = {**order, "partnerCode": s.partner_code, "webhookSecretKey": s.webhook_secret_key}
         body.setdefault("paymentMethod", "bank")
         fields = [body.get(name) for name in SELL_SIGNED]
         body["signature"] = signing.sign(fields, s.secret_key, s.private_key.value)
-        return self._post(SELL_ORDER_PATH, body)
+        answer = self._post(SELL_ORDER_PATH, body)
+        self._same_order(SELL_ORDER_PATH, answer, str(body.get("externalOrderId")))
+        return answer
 
     def create_cashout(self, order: Mapping[str, Any]) -> VerifiedOrder:
         """Remittance cash-out (VND). The documented signed string names fields the
@@ -71,7 +75,7 @@ class AlixPayClient:
         them: currency <- cryptoCurrency, bankCode/bankAccountNumber/content <-
         extendInfo.recipientBankCode/recipientNumber/transferContent."""
         s = self.settings
-        body = {"partnerCode": s.partner_code, **order, "webhookSecretKey": s.webhook_secret_key}
+        body = {**order, "partnerCode": s.partner_code, "webhookSecretKey": s.webhook_secret_key}
         extend = body.get("extendInfo") or {}
         fields = [
             s.partner_code,
@@ -84,7 +88,15 @@ class AlixPayClient:
             body.get("userEmail"),
         ]
         body["signature"] = signing.sign(fields, s.secret_key, s.private_key.value)
-        return self._post(CASHOUT_PATH, body)
+        answer = self._post(CASHOUT_PATH, body)
+        self._same_order(CASHOUT_PATH, answer, str(body.get("externalOrderId")))
+        return answer
+
+    @staticmethod
+    def _same_order(path: str, answer: VerifiedOrder, external_order_id: str) -> None:
+        # A validly signed answer about another order must not be filed under that one.
+        if answer.body.get("externalOrderId") != external_order_id:
+            raise ProviderResponseInvalid(f"alixpay {path}: answer is about another order")
 
     # -- transport
 
@@ -102,7 +114,7 @@ class AlixPayClient:
             raise ProviderUnavailable(f"alixpay {path}: timed out") from exc
         except requests.RequestException as exc:
             raise ProviderUnavailable(f"alixpay {path}: {type(exc).__name__}") from exc
-        if resp.status_code == 429 or resp.status_code >= 500:
+        if resp.status_code in (408, 429) or resp.status_code >= 500:
             raise ProviderUnavailable(f"alixpay {path}: HTTP {resp.status_code}", status=resp.status_code)
         try:
             answer = resp.json()

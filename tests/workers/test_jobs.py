@@ -1,0 +1,153 @@
+"""Jobs run by real RQ workers (SimpleWorker, burst) on the private Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from conftest import Keys, alix_settings
+from redis import Redis
+from rq import Queue
+from rq.job import Job, JobStatus
+from rq.registry import FailedJobRegistry
+from rq.serializers import JSONSerializer
+
+from config import Settings
+from orders.events import Event
+from workers.clock import Clock
+from workers.queue import APPLY_JOB, EVENTS, POLLS, Queues
+from workers.runtime import Runtime
+from workers.worker import make_worker
+
+
+def make_settings(
+    database_url: str, redis: Redis, keys: Keys, base_url: str = "http://127.0.0.1:9"
+) -> Settings:
+    port = redis.connection_pool.connection_kwargs["port"]
+    return Settings(
+        database_url=database_url,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        alixpay=alix_settings(keys, base_url),
+        sweep_batch=2,
+        poll_lease=60,
+    )
+
+
+@pytest.fixture
+def runtime(database_url: str, redis: Redis, keys: Keys):
+    rt = Runtime.build(make_settings(database_url, redis, keys), redis=redis)
+    token = rt.install()
+    yield rt
+    token.var.reset(token)
+    rt.store.engine.dispose()
+
+
+def event(status: str, order: str = "o-1", body: str | None = None) -> Event:
+    return Event(
+        provider="alixpay",
+        external_order_id=order,
+        provider_status=status,
+        source="callback",
+        dedup_key=f"status:{status}",
+        raw_body=body or f'{{"externalOrderId":"{order}","status":"{status}"}}',
+        received_at=datetime.now(UTC).isoformat(),
+        verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
+        fiat_amount="100000",
+    )
+
+
+def work(rt: Runtime) -> None:
+    make_worker(rt).work(burst=True, with_scheduler=True)
+
+
+def test_worker_applies_queued_events(runtime: Runtime) -> None:
+    for status in ("PAYMENT_COMPLETED", "AWAITING_PAYMENT", "SUCCESS", "SUCCESS"):
+        runtime.queues.enqueue_event(event(status, body=f'{{"s":"{status}","n":{time.time_ns()}}}'))
+    work(runtime)
+    order = runtime.store.order_view("alixpay", "o-1")
+    assert order.status == "SUCCESS" and order.version == 2
+    assert sorted(e.decision for e in order.events) == ["applied", "applied", "duplicate", "stale"]
+
+
+def test_bad_payload_goes_to_the_failed_registry_at_once(runtime: Runtime, redis: Redis) -> None:
+    payload = {**event("SUCCESS").to_dict(), "v": 99}
+    runtime.queues._enqueue_unique(runtime.queues.events, APPLY_JOB, (payload,), "event-bad", retry=None)
+    work(runtime)
+    job = Job.fetch("event-bad", connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.FAILED
+    assert "unsupported event version" in (job.latest_result().exc_string or "")
+    assert "event-bad" in FailedJobRegistry(EVENTS, connection=redis).get_job_ids()
+    # The same job id offered again is requeued, not swallowed.
+    assert runtime.queues._enqueue_unique(runtime.queues.events, APPLY_JOB, (payload,), "event-bad")
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+
+
+def test_a_failed_apply_is_retried_not_swallowed(redis: Redis, keys: Keys, tmp_path: Path) -> None:
+    """The database is not migrated yet: the apply fails, RQ retries, the retry applies."""
+    from orders.migrate import upgrade
+
+    url = f"sqlite:///{tmp_path / 'late.sqlite3'}"
+    rt = Runtime.build(make_settings(url, redis, keys), redis=redis)
+    rt.install()
+    ev = event("SUCCESS")
+    job_id = rt.queues.enqueue_event(ev)
+    work(rt)
+    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 4
+    # A redelivery while the retry is pending is already accepted: no second job.
+    assert rt.queues.enqueue_event(ev) == job_id
+    assert Queue(EVENTS, connection=redis, serializer=JSONSerializer).count == 0
+    upgrade(url)
+    time.sleep(1.2)  # the first retry interval
+    work(rt)
+    assert job.get_status(refresh=True) == JobStatus.FINISHED
+    assert rt.store.order_view("alixpay", "o-1").status == "SUCCESS"
+    rt.store.engine.dispose()
+
+
+def test_sweep_enqueues_due_polls_once_in_bounded_batches(runtime: Runtime, redis: Redis) -> None:
+    clock_now = datetime.now(UTC)
+    runtime.store.apply([event("AWAITING_PAYMENT", order=f"o-{i}") for i in range(3)])
+    runtime.store.apply([event("SUCCESS", order="done")])
+    runtime.store.clock = lambda: clock_now + timedelta(hours=1)
+    from workers import jobs
+
+    first = jobs.sweep()
+    second = jobs.sweep()
+    third = jobs.sweep()
+    assert (first["due"], second["due"], third["due"]) == (2, 1, 0)  # batch of 2, then leased
+    polls = Queue(POLLS, connection=redis, serializer=JSONSerializer)
+    queued = sorted(
+        tuple(Job.fetch(i, connection=redis, serializer=JSONSerializer).args) for i in polls.job_ids
+    )
+    assert queued == [("alixpay", f"o-{i}", "sweep") for i in range(3)]
+    # A poll already queued is not queued twice, even if asked again.
+    assert not runtime.queues.enqueue_poll("alixpay", "o-0")
+    assert polls.count == 3
+
+
+def test_exactly_one_clock_ticks(redis: Redis) -> None:
+    queues = Queues(redis)
+    a = Clock(redis, queues, interval=0.05)
+    b = Clock(redis, queues, interval=0.05)
+    threads = [threading.Thread(target=c.run) for c in (a, b)]
+    for t in threads:
+        t.start()
+    time.sleep(0.6)
+    ticking = [c for c in (a, b) if c.ticks > 0]
+    assert len(ticking) == 1
+    leader = ticking[0]
+    other = b if leader is a else a
+    before = other.ticks
+    leader.stop.set()  # the leader stops and releases the lock: the other takes over
+    time.sleep(0.6)
+    assert other.ticks > before
+    other.stop.set()
+    for t in threads:
+        t.join(5)
+    # One sweep job at a time, whatever the number of ticks.
+    control = Queue("control", connection=redis, serializer=JSONSerializer)
+    assert control.count == 1

@@ -1,0 +1,284 @@
+"""``rampwatch dev`` (``make run``): the whole service on one machine, with the AliX sandbox.
+
+It uses ``REDIS_URL`` when set, else starts a private Redis (``workers.localredis``);
+``DATABASE_URL`` when set, else the embedded SQLite default. It makes our AliX
+key pair under ``var/dev`` (kept across runs), starts the AliX sandbox with its
+own key, wires both into the settings of every process, runs the Procfile's
+``release`` line and then its ``web``, ``worker`` and ``clock`` lines as real
+processes, and runs a demo: one order that reaches SUCCESS through its IPNs and
+one whose IPNs are all dropped, which the reconciler brings to SUCCESS. Then it
+keeps serving until interrupted (or exits with ``--exit-after-demo``).
+
+This module runs only on a developer's machine; it reads and sets environment
+variables for its child processes (an exemption from "only config/ reads the
+environment", named in the architecture test).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from workers.localredis import PrivateRedis, free_port
+
+DEMO_STEPS = ["PAYMENT_COMPLETED", "PROCESSING_TOKEN_TRANSFER", "SUCCESS"]
+PARTNER_CODE = "rampwatch-dev"
+SECRET = "dev-partner-secret"  # noqa: S105 - the local sandbox's, never a real one
+WEBHOOK_SECRET = "dev-webhook-secret"  # noqa: S105 - likewise
+
+
+def say(message: str) -> None:
+    print(f"[rampwatch dev] {message}", flush=True)
+
+
+def _keypair(folder: Path, stem: str) -> tuple[Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    private, public = folder / f"{stem}_private.pem", folder / f"{stem}_public.pem"
+    if not private.exists() or not public.exists():
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        private.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        private.chmod(0o600)
+        public.write_bytes(
+            key.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+            )
+        )
+    return private, public
+
+
+def read_procfile(path: Path) -> dict[str, str]:
+    lines = {}
+    for raw in path.read_text().splitlines():
+        if raw.strip() and not raw.lstrip().startswith("#") and ":" in raw:
+            name, command = raw.split(":", 1)
+            lines[name.strip()] = command.strip()
+    return lines
+
+
+class Supervisor:
+    """Runs Procfile lines as child processes with prefixed output; stops them all."""
+
+    def __init__(self, env: dict[str, str]):
+        self.env = env
+        self.children: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def start(self, name: str, command: str) -> None:
+        proc = subprocess.Popen(
+            ["/bin/sh", "-c", f"exec {command}"],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        self.children.append((name, proc))
+        threading.Thread(target=self._pump, args=(name, proc), daemon=True).start()
+
+    @staticmethod
+    def _pump(name: str, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            print(f"{name:>7} | {line.decode(errors='replace').rstrip()}", flush=True)
+
+    def run_once(self, name: str, command: str) -> None:
+        say(f"{name}: {command}")
+        subprocess.run(["/bin/sh", "-c", command], env=self.env, check=True)
+
+    def dead(self) -> list[str]:
+        return [name for name, proc in self.children if proc.poll() is not None]
+
+    def stop(self) -> None:
+        for _name, proc in self.children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + 15
+        for _name, proc in self.children:
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+def wait_ready(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{url} did not become ready within {timeout}s")
+
+
+def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
+    from orders.providers.alixpay.sandbox import AlixSandbox
+
+    root = root or Path.cwd()
+    dev = root / "var" / "dev"
+    partner_private, partner_public = _keypair(dev, "alixpay_partner")
+    alix_private, _ = _keypair(dev, "alixpay_sandbox")
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    redis_server = None
+    if not env.get("REDIS_URL"):
+        redis_server = PrivateRedis().start()
+        env["REDIS_URL"] = redis_server.url
+        say(f"started a private Redis ({Path(redis_server.server).name}) at {redis_server.url}")
+    else:
+        say(f"using REDIS_URL={env['REDIS_URL']}")
+    env.setdefault("DATABASE_URL", f"sqlite:///{(root / 'var' / 'rampwatch.sqlite3').as_posix()}")
+    say(f"database: {env['DATABASE_URL'].split('@')[-1]}")
+    web_port = int(env.get("PORT") or free_port())
+    token = env.get("RAMPWATCH_API_TOKEN") or secrets.token_urlsafe(24)
+    base = f"http://127.0.0.1:{web_port}"
+
+    key = serialization.load_pem_private_key(alix_private.read_bytes(), password=None)
+    partner_key = serialization.load_pem_public_key(partner_public.read_bytes())
+    sandbox = AlixSandbox(
+        partner_code=PARTNER_CODE,
+        secret_key=SECRET,
+        webhook_secret_key=WEBHOOK_SECRET,
+        partner_public_key=partner_key,  # type: ignore[arg-type]
+        alix_private_key=key,  # type: ignore[arg-type]
+        callback_url=f"{base}/webhooks/alixpay",
+    )
+    sandbox.start()
+    say(f"AliX sandbox at {sandbox.url}, posting IPNs to {base}/webhooks/alixpay")
+    alix_public = dev / "alixpay_sandbox_public.pem"
+    env.update(
+        PORT=str(web_port),
+        HOST="127.0.0.1",
+        WEB_CONCURRENCY=env.get("WEB_CONCURRENCY", "2"),
+        RAMPWATCH_API_TOKEN=token,
+        RAMPWATCH_SWEEP_INTERVAL=env.get("RAMPWATCH_SWEEP_INTERVAL", "2"),
+        ALIXPAY_PARTNER_CODE=PARTNER_CODE,
+        ALIXPAY_SECRET_KEY=SECRET,
+        ALIXPAY_WEBHOOK_SECRET_KEY=WEBHOOK_SECRET,
+        ALIXPAY_PRIVATE_KEY=str(partner_private),
+        ALIXPAY_PUBLIC_KEY=str(alix_public),
+        ALIXPAY_BASE_URL=sandbox.url,
+        ALIXPAY_POLL_BACKOFF=env.get("ALIXPAY_POLL_BACKOFF", "2s,3s,5s,10s,30s"),
+        ALIXPAY_TIMEOUT="5",
+    )
+    procfile = read_procfile(root / "Procfile")
+    sup = Supervisor(env)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    status = 0
+    try:
+        sup.run_once("release", procfile["release"])
+        for name in ("web", "worker", "clock"):
+            sup.start(name, procfile[name])
+        wait_ready(f"{base}/readyz")
+        say(f"web is ready at {base}")
+        status = demo(base, token, sandbox, sup)
+        print_howto(base, token, sandbox.url)
+        if not exit_after_demo:
+            say("serving; press Ctrl-C to stop")
+            while not stop.is_set():
+                if sup.dead():
+                    say(f"process(es) exited: {', '.join(sup.dead())}; stopping")
+                    status = 1
+                    break
+                stop.wait(1)
+    finally:
+        say("stopping")
+        sup.stop()
+        sandbox.stop()
+        if redis_server:
+            redis_server.stop()
+    return status
+
+
+def demo(base: str, token: str, sandbox: Any, sup: Supervisor, timeout: float = 90.0) -> int:
+    headers = {"Authorization": f"Bearer {token}"}
+    stamp = time.strftime("%H%M%S")
+    orders = {f"demo-{stamp}-ipn": False, f"demo-{stamp}-dropped": True}
+    for order_id, dropped in orders.items():
+        request = {
+            "externalOrderId": order_id,
+            "currency": "USDT",
+            "network": "TRC20",
+            "fiatAmount": 2500000,
+            "bankCode": "VCB",
+            "bankAccountNumber": "0123456789",
+            "bankAccountName": "NGUYEN VAN A",
+        }
+        resp = requests.post(f"{base}/api/orders/alixpay", json=request, headers=headers, timeout=10)
+        if resp.status_code != 201:
+            say(f"creating {order_id} failed: HTTP {resp.status_code} {resp.text[:300]}")
+            return 1
+        say(
+            f"created {order_id}: {resp.json()['status']}"
+            + ("  (all its IPNs will be dropped)" if dropped else "")
+        )
+        if dropped:
+            sandbox.set_switches(order_id=order_id, drop=True)
+        sandbox.autopilot(order_id, DEMO_STEPS, 1.5)
+    seen: dict[str, tuple[str, int]] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not sup.dead():
+        done = True
+        for order_id in orders:
+            view = requests.get(f"{base}/api/orders/alixpay/{order_id}", headers=headers, timeout=5).json()
+            state = (view["status"], view["version"])
+            if seen.get(order_id) != state:
+                seen[order_id] = state
+                applied = [e for e in view["timeline"] if e["decision"] == "applied"]
+                via = applied[-1]["source"] if applied else "-"
+                say(
+                    f"{order_id}: {view['status']} (provider {view['provider_status']}, v{view['version']}, via {via})"
+                )
+            done = done and view["status"] == "SUCCESS"
+        if done:
+            break
+        time.sleep(0.5)
+    ok = all(state[0] == "SUCCESS" for state in seen.values()) and len(seen) == len(orders)
+    for order_id in orders:
+        view = requests.get(f"{base}/api/orders/alixpay/{order_id}", headers=headers, timeout=5).json()
+        sources = [
+            f"{e['provider_status'] or '(created)'}<-{e['source']}"
+            for e in view["timeline"]
+            if e["decision"] == "applied"
+        ]
+        say(f"{order_id} applied: {', '.join(sources)}")
+    say("demo: both orders reached SUCCESS" if ok else f"demo: FAILED, last seen {json.dumps(seen)}")
+    return 0 if ok else 1
+
+
+def print_howto(base: str, token: str, sandbox_url: str) -> None:
+    q = shlex.quote
+    order = (
+        '{"externalOrderId":"my-order-1","currency":"USDT","network":"TRC20","fiatAmount":1000000,'
+        '"bankCode":"VCB","bankAccountNumber":"0123456789","bankAccountName":"NGUYEN VAN A"}'
+    )
+    print(
+        f"""
+Create an order and watch it:
+  curl -s -X POST {base}/api/orders/alixpay -H {q("Authorization: Bearer " + token)} \\
+       -H 'Content-Type: application/json' -d {q(order)}
+  curl -s -X POST {sandbox_url}/sandbox/orders/my-order-1/advance -H 'Content-Type: application/json' \\
+       -d '{{"status":"SUCCESS"}}'
+  curl -s {base}/api/orders/alixpay/my-order-1 -H {q("Authorization: Bearer " + token)}
+  (in another shell, with the same settings) .venv/bin/rampwatch orders show alixpay my-order-1
+""",
+        flush=True,
+    )
