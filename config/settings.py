@@ -88,14 +88,23 @@ class AlixPaySettings:
 
 @dataclass(frozen=True)
 class Settings:
-    database_url: str
-    redis_url: str
+    # URLs carry passwords (Heroku's DATABASE_URL always does): kept out of repr.
+    database_url: str = field(repr=False)
+    redis_url: str = field(repr=False)
     api_token: str | None = field(default=None, repr=False)
     alixpay: AlixPaySettings | None = None
     sweep_interval: float = 5.0
     sweep_batch: int = 500
     poll_lease: int = 120
     log_level: str = "INFO"
+
+    @property
+    def safe_database_url(self) -> str:
+        return redact_url(self.database_url)
+
+    @property
+    def safe_redis_url(self) -> str:
+        return redact_url(self.redis_url)
 
     def provider(self, slug: str) -> object | None:
         """The settings of provider ``slug``, or None when it is disabled or unknown."""
@@ -141,14 +150,18 @@ class _Reader:
         if value is None:
             return default
         out: list[int] = []
+        bad = []
         for part in value.split(","):
             seconds = parse_duration(part)
             if seconds is None or seconds <= 0:
-                self.problems.append(
-                    f"{name}: {part.strip()!r} is not a positive duration (examples: 30, 30s, 5m, 2h, 1d)"
-                )
-                return default
-            out.append(seconds)
+                bad.append(part.strip())
+            else:
+                out.append(seconds)
+        if bad:
+            self.problems.append(
+                f"{name}: {', '.join(repr(b) for b in bad)} not positive durations (examples: 30, 30s, 5m, 2h, 1d)"
+            )
+            return default
         return tuple(out)
 
     def duration(self, name: str, default: int) -> int:
@@ -196,12 +209,12 @@ def _pem_bytes(value: str) -> bytes | None:
     if "-----BEGIN" in text:
         # Environment variables often carry PEMs with literal "\n" sequences.
         return text.replace("\\n", "\n").encode()
-    path = Path(text)
     try:
+        path = Path(text)
         if path.is_file():
             return path.read_bytes()
     except OSError:
-        return None
+        pass  # not a usable path (a base64 PEM is one over-long "file name"): try base64
     try:
         decoded = base64.b64decode(text, validate=True)
     except ValueError:
@@ -244,7 +257,7 @@ def _twins(r: _Reader, name: str, get: Callable[[str], T | None]) -> tuple[Named
         if value is not None:
             out.append(Named(n, value))
     if not out[:1] or out[0].name != name:
-        if out:
+        if r.raw(name) is None and r.raw(name + "_PREVIOUS") is not None:
             r.problems.append(f"{name}_PREVIOUS is set but {name} is not")
         return ()
     return tuple(out)
@@ -259,7 +272,8 @@ def _alixpay(r: _Reader) -> AlixPaySettings | None:
         "ALIXPAY_PUBLIC_KEY",
         "ALIXPAY_BASE_URL",
     )
-    present = [n for n in names if r.raw(n) is not None or r.raw(n + "_PREVIOUS") is not None]
+    # Any ALIXPAY_* variable (tuning ones too) means AliX is meant to be on.
+    present = [n for n in r.env if n.startswith("ALIXPAY_") and r.raw(n) is not None]
     if not present:
         return None
     missing = [n for n in names if r.raw(n) is None]
@@ -289,6 +303,16 @@ def _alixpay(r: _Reader) -> AlixPaySettings | None:
         poll=poll,
         timeout=timeout,
     )
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest:
+        return url
+    creds, _, host = rest.rpartition("@")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in creds else url
 
 
 def normalise_database_url(url: str) -> str:
