@@ -248,9 +248,10 @@ class Store:
             recorded_at=now,
         )
         session.add(record)
-        session.flush()
         if decision is Decision.APPLIED:
             work.applied_keys.add(ev.dedup_key)
+        if anomalies:
+            session.flush()  # the anomaly rows need the event's id; otherwise inserts batch at commit
         for kind, detail in anomalies:
             session.add(
                 Anomaly(

@@ -1,0 +1,68 @@
+"""Shared set-up for the benchmarks: keys, a private Redis, a migrated database."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from config import AlixPaySettings, Named, PollPolicy
+from orders.migrate import upgrade
+
+SECRET = "bench-secret"
+WEBHOOK_SECRET = "bench-webhook-secret"
+
+
+def keypair() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def alix(alix_key: rsa.RSAPrivateKey, partner_key: rsa.RSAPrivateKey, base_url: str) -> AlixPaySettings:
+    return AlixPaySettings(
+        partner_code="bench",
+        secret_keys=(Named("ALIXPAY_SECRET_KEY", SECRET),),
+        webhook_secret_keys=(Named("ALIXPAY_WEBHOOK_SECRET_KEY", WEBHOOK_SECRET),),
+        private_key=Named("ALIXPAY_PRIVATE_KEY", partner_key),
+        public_keys=(Named("ALIXPAY_PUBLIC_KEY", alix_key.public_key()),),
+        base_url=base_url,
+        poll=PollPolicy(),
+    )
+
+
+def database(kind: str) -> str:
+    if kind == "postgres":
+        url = os.environ["RAMPWATCH_TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(text("DROP TABLE IF EXISTS anomalies, events, orders, alembic_version CASCADE"))
+        engine.dispose()
+    else:
+        url = f"sqlite:///{tempfile.mkdtemp(prefix='rampwatch-bench-')}/bench.sqlite3"
+    upgrade(url)
+    return url
+
+
+def databases() -> list[str]:
+    return ["sqlite"] + (["postgres"] if os.environ.get("RAMPWATCH_TEST_POSTGRES_URL") else [])
+
+
+def emit(**fields: object) -> None:
+    print(json.dumps(fields, sort_keys=True), flush=True)
+
+
+class Timer:
+    def __enter__(self) -> Timer:
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.seconds = time.perf_counter() - self.start
