@@ -26,6 +26,7 @@ from sqlalchemy import create_engine, text
 
 from config import AlixPaySettings, Named, PollPolicy
 from orders.migrate import upgrade
+from orders.providers.alixpay.sandbox import AlixSandbox
 from workers.localredis import PrivateRedis
 
 POSTGRES_URL = os.environ.get("RAMPWATCH_TEST_POSTGRES_URL")
@@ -144,3 +145,16 @@ def alix_env(keys: Keys, base_url: str) -> dict[str, str]:
         "ALIXPAY_PUBLIC_KEY": keys.alix.public_pem,
         "ALIXPAY_BASE_URL": base_url,
     }
+
+
+@pytest.fixture
+def sandbox(keys: Keys) -> Iterator[AlixSandbox]:
+    """The AliX sandbox, signing with ``keys.alix`` and verifying our ``keys.partner``."""
+    with AlixSandbox(
+        partner_code=PARTNER_CODE,
+        secret_key=SECRET,
+        webhook_secret_key=WEBHOOK_SECRET,
+        partner_public_key=keys.partner.public,
+        alix_private_key=keys.alix.private,
+    ) as sb:
+        yield sb

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from conftest import PARTNER_CODE, SECRET, WEBHOOK_SECRET, Keys, alix_env, alix_settings
+from conftest import Keys, alix_env, alix_settings
 from redis import Redis
 from werkzeug.serving import make_server
 
@@ -61,15 +61,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack(database_url: str, redis: Redis, keys: Keys) -> Iterator[Stack]:
-    sandbox = AlixSandbox(
-        partner_code=PARTNER_CODE,
-        secret_key=SECRET,
-        webhook_secret_key=WEBHOOK_SECRET,
-        partner_public_key=keys.partner.public,
-        alix_private_key=keys.alix.private,
-        callback_url="http://127.0.0.1:1/unset",
-    ).start()
+def stack(database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox) -> Iterator[Stack]:
     port = redis.connection_pool.connection_kwargs["port"]
     settings = Settings(
         database_url=database_url,
@@ -96,7 +88,6 @@ def stack(database_url: str, redis: Redis, keys: Keys) -> Iterator[Stack]:
         yield Stack(settings, runtime, sandbox, base, env)
     finally:
         server.shutdown()
-        sandbox.stop()
         token.var.reset(token)
         runtime.store.engine.dispose()
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 
 import pytest
-from conftest import PARTNER_CODE, SECRET, WEBHOOK_SECRET, Keys, alix_settings
+from conftest import Keys, alix_settings
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
@@ -30,18 +30,6 @@ SELL = {
     "bankAccountNumber": "0123456789",
     "bankAccountName": "NGUYEN VAN A",
 }
-
-
-@pytest.fixture
-def sandbox(keys: Keys) -> Iterator[AlixSandbox]:
-    with AlixSandbox(
-        partner_code=PARTNER_CODE,
-        secret_key=SECRET,
-        webhook_secret_key=WEBHOOK_SECRET,
-        partner_public_key=keys.partner.public,
-        alix_private_key=keys.alix.private,
-    ) as sb:
-        yield sb
 
 
 @pytest.fixture

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import PARTNER_CODE, SECRET, WEBHOOK_SECRET, Keys, alix_env
+from conftest import Keys, alix_env
 from redis import Redis
 
 from orders.providers.alixpay.sandbox import AlixSandbox
@@ -22,18 +21,6 @@ ORDER = {
     "bankAccountNumber": "0123456789",
     "bankAccountName": "NGUYEN VAN A",
 }
-
-
-@pytest.fixture
-def sandbox(keys: Keys) -> Iterator[AlixSandbox]:
-    with AlixSandbox(
-        partner_code=PARTNER_CODE,
-        secret_key=SECRET,
-        webhook_secret_key=WEBHOOK_SECRET,
-        partner_public_key=keys.partner.public,
-        alix_private_key=keys.alix.private,
-    ) as sb:
-        yield sb
 
 
 @pytest.fixture
