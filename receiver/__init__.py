@@ -14,7 +14,7 @@ from orders.providers import STATUS_MAPS, build_adapters, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
 from receiver import api, errors, health, webhooks
-from workers.queue import Queues
+from workers.queue import Queues, connect
 
 MAX_BODY = 64 * 1024
 
@@ -39,7 +39,7 @@ def create_app(
     app = Flask("rampwatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    redis = redis or Redis.from_url(settings.redis_url, socket_timeout=2, socket_connect_timeout=2)
+    redis = redis or connect(settings.redis_url)
     store = store or Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
     adapters = build_adapters(settings) if adapters is None else adapters
     app.extensions["rampwatch"] = Deps(settings, redis, store, adapters, Queues(redis))

@@ -44,14 +44,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_clock(args: argparse.Namespace) -> int:
-    from redis import Redis
-
     from workers.clock import Clock
-    from workers.queue import Queues
+    from workers.queue import Queues, connect
 
     settings = _settings()
     configure_logging(settings.log_level)
-    redis = Redis.from_url(settings.redis_url, socket_timeout=5, socket_connect_timeout=5)
+    redis = connect(settings.redis_url, timeout=5)
     clock = Clock(redis, Queues(redis), settings.sweep_interval)
     clock.install_signal_handlers()
     clock.run()

@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from redis import Redis
+from redis.backoff import ExponentialBackoff
+from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
 from rq.job import Job, JobStatus
@@ -48,6 +50,19 @@ POLL_RETRY = Retry(max=2, interval=[10, 60])
 
 HEAL_WINDOW = 60  # seconds: at most one healing poll per order per window
 HEAL_GLOBAL_PER_WINDOW = 120  # and at most this many across all orders
+
+
+def connect(url: str, *, timeout: float = 2.0) -> Redis:
+    """A Redis client with bounded timeouts and two quick retries (well under a second
+    in all), so a webhook answers 503 promptly when Redis is down instead of waiting
+    out redis-py's default backoff."""
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=RedisRetry(ExponentialBackoff(cap=0.25, base=0.05), 2),
+        health_check_interval=30,
+    )
 
 
 def short_hash(*parts: str) -> str:

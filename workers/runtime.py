@@ -19,7 +19,7 @@ from orders.db import make_engine
 from orders.providers import STATUS_MAPS, build_adapters, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
-from workers.queue import Queues
+from workers.queue import Queues, connect
 
 _CURRENT: contextvars.ContextVar[Runtime] = contextvars.ContextVar("rampwatch_runtime")
 
@@ -38,7 +38,8 @@ class Runtime:
 
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None) -> Runtime:
-        redis = redis or Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5)
+        # Worker connections block on dequeue (BLPOP): RQ sets its own read timeouts there.
+        redis = redis or connect(settings.redis_url, timeout=10)
         store = Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
         session = requests.Session()
         return cls(settings, redis, store, build_adapters(settings, session), Queues(redis))
