@@ -2,7 +2,9 @@
 
 from config.settings import (
     AlixPaySettings,
+    ChangellySettings,
     ConfigError,
+    FuspaySettings,
     Named,
     PollPolicy,
     Settings,
@@ -12,7 +14,9 @@ from config.settings import (
 
 __all__ = [
     "AlixPaySettings",
+    "ChangellySettings",
     "ConfigError",
+    "FuspaySettings",
     "Named",
     "PollPolicy",
     "Settings",

@@ -86,6 +86,43 @@ class AlixPaySettings:
         return self.webhook_secret_keys[0].value if self.webhook_secret_keys else ""
 
 
+FUSPAY_RECIPES = ("hmac-sha512", "sha512-append", "sha512-prepend", "oracle")
+FUSPAY_SIGNATURE_KEYS = ("public+secret", "secret")
+
+
+@dataclass(frozen=True)
+class FuspaySettings:
+    partner_id: str
+    public_keys: tuple[Named[str], ...] = field(repr=False)
+    secret_keys: tuple[Named[str], ...] = field(repr=False)
+    base_url: str
+    # Fuspay does not publish its exact recipe (doc bug F-7): a setting, not code.
+    signature_recipe: str = "hmac-sha512"
+    signature_key: str = "public+secret"
+    poll: PollPolicy = PollPolicy()
+    timeout: float = 10.0
+
+    @property
+    def secret_key(self) -> str:
+        return self.secret_keys[0].value
+
+    @property
+    def public_key(self) -> str:
+        return self.public_keys[0].value
+
+
+@dataclass(frozen=True)
+class ChangellySettings:
+    api_key: str = field(repr=False)
+    private_key: Named[RSAPrivateKey] = field(repr=False)
+    callback_public_keys: tuple[Named[RSAPublicKey], ...] = field(repr=False)
+    base_url: str = "https://fiat-api.changelly.com"
+    poll: PollPolicy = PollPolicy()
+    timeout: float = 10.0
+    # A callback only triggers a poll; at most one such poll per order per window.
+    callback_poll_window: int = 10
+
+
 @dataclass(frozen=True)
 class Settings:
     # URLs carry passwords (Heroku's DATABASE_URL always does): kept out of repr.
@@ -93,6 +130,8 @@ class Settings:
     redis_url: str = field(repr=False)
     api_token: str | None = field(default=None, repr=False)
     alixpay: AlixPaySettings | None = None
+    fuspay: FuspaySettings | None = None
+    changelly: ChangellySettings | None = None
     sweep_interval: float = 5.0
     sweep_batch: int = 500
     poll_lease: int = 120
@@ -111,7 +150,7 @@ class Settings:
         return getattr(self, slug, None) if slug in PROVIDER_SLUGS else None
 
 
-PROVIDER_SLUGS = ("alixpay",)
+PROVIDER_SLUGS = ("alixpay", "fuspay", "changelly")
 
 
 class _Reader:
@@ -144,6 +183,15 @@ class _Reader:
             self.problems.append(f"{name}: must be at least {minimum}, got {parsed}")
             return default
         return parsed
+
+    def choice(self, name: str, options: tuple[str, ...]) -> str:
+        value = self.text(name)
+        if value is None:
+            return options[0]
+        if value not in options:
+            self.problems.append(f"{name}: one of {', '.join(options)}; got {value!r}")
+            return options[0]
+        return value
 
     def durations(self, name: str, default: tuple[int, ...]) -> tuple[int, ...]:
         value = self.raw(name)
@@ -263,6 +311,25 @@ def _twins(r: _Reader, name: str, get: Callable[[str], T | None]) -> tuple[Named
     return tuple(out)
 
 
+def _wanted(r: _Reader, prefix: str, required: tuple[str, ...], label: str) -> bool | None:
+    """None: the provider is not configured at all (disabled). False: partly
+    configured (each missing variable is listed). True: every required one is set."""
+    # Any PREFIX_* variable (tuning ones too) means the provider is meant to be on.
+    if not any(n.startswith(prefix) and r.raw(n) is not None for n in r.env):
+        return None
+    missing = [n for n in required if r.raw(n) is None]
+    for n in missing:
+        r.problems.append(f"{n}: required once any {prefix}* setting is set ({label} is partly configured)")
+    return not missing
+
+
+def _poll(r: _Reader, prefix: str) -> PollPolicy:
+    return PollPolicy(
+        backoff=r.durations(f"{prefix}POLL_BACKOFF", DEFAULT_POLL_BACKOFF),
+        horizon=r.duration(f"{prefix}POLL_HORIZON", DEFAULT_POLL_HORIZON),
+    )
+
+
 def _alixpay(r: _Reader) -> AlixPaySettings | None:
     names = (
         "ALIXPAY_PARTNER_CODE",
@@ -272,26 +339,23 @@ def _alixpay(r: _Reader) -> AlixPaySettings | None:
         "ALIXPAY_PUBLIC_KEY",
         "ALIXPAY_BASE_URL",
     )
-    # Any ALIXPAY_* variable (tuning ones too) means AliX is meant to be on.
-    present = [n for n in r.env if n.startswith("ALIXPAY_") and r.raw(n) is not None]
-    if not present:
+    wanted = _wanted(r, "ALIXPAY_", names, "AliX Pay")
+    if wanted is None:
         return None
-    missing = [n for n in names if r.raw(n) is None]
-    for n in missing:
-        r.problems.append(f"{n}: required once any ALIXPAY_* setting is set (AliX Pay is partly configured)")
     before = len(r.problems)
     secrets = _twins(r, "ALIXPAY_SECRET_KEY", r.text)
     webhook_secrets = _twins(r, "ALIXPAY_WEBHOOK_SECRET_KEY", r.text)
     private = _twins(r, "ALIXPAY_PRIVATE_KEY", lambda n: r.pem(n, _load_private))
     public = _twins(r, "ALIXPAY_PUBLIC_KEY", lambda n: r.pem(n, _load_public))
     base_url = r.url("ALIXPAY_BASE_URL")
-    poll = PollPolicy(
-        backoff=r.durations("ALIXPAY_POLL_BACKOFF", DEFAULT_POLL_BACKOFF),
-        horizon=r.duration("ALIXPAY_POLL_HORIZON", DEFAULT_POLL_HORIZON),
-    )
+    poll = _poll(r, "ALIXPAY_")
     timeout = r.number("ALIXPAY_TIMEOUT", 10.0, float, 0.1)
     partner = r.text("ALIXPAY_PARTNER_CODE")
-    if missing or len(r.problems) > before or not (secrets and private and public and base_url and partner):
+    if (
+        not wanted
+        or len(r.problems) > before
+        or not (secrets and private and public and base_url and partner)
+    ):
         return None
     return AlixPaySettings(
         partner_code=partner,
@@ -302,6 +366,65 @@ def _alixpay(r: _Reader) -> AlixPaySettings | None:
         base_url=base_url,
         poll=poll,
         timeout=timeout,
+    )
+
+
+def _fuspay(r: _Reader) -> FuspaySettings | None:
+    names = ("FUSPAY_PARTNER_ID", "FUSPAY_PUBLIC_KEY", "FUSPAY_SECRET_KEY", "FUSPAY_BASE_URL")
+    wanted = _wanted(r, "FUSPAY_", names, "Fuspay Axis")
+    if wanted is None:
+        return None
+    before = len(r.problems)
+    public = _twins(r, "FUSPAY_PUBLIC_KEY", r.text)
+    secrets = _twins(r, "FUSPAY_SECRET_KEY", r.text)
+    base_url = r.url("FUSPAY_BASE_URL")
+    recipe = r.choice("FUSPAY_SIGNATURE_RECIPE", FUSPAY_RECIPES)
+    key_mode = r.choice("FUSPAY_SIGNATURE_KEY", FUSPAY_SIGNATURE_KEYS)
+    poll = _poll(r, "FUSPAY_")
+    timeout = r.number("FUSPAY_TIMEOUT", 10.0, float, 0.1)
+    partner = r.text("FUSPAY_PARTNER_ID")
+    if not wanted or len(r.problems) > before or not (public and secrets and base_url and partner):
+        return None
+    return FuspaySettings(
+        partner_id=partner,
+        public_keys=public,
+        secret_keys=secrets,
+        base_url=base_url,
+        signature_recipe=recipe,
+        signature_key=key_mode,
+        poll=poll,
+        timeout=timeout,
+    )
+
+
+def _changelly(r: _Reader) -> ChangellySettings | None:
+    names = (
+        "CHANGELLY_API_KEY",
+        "CHANGELLY_PRIVATE_KEY",
+        "CHANGELLY_CALLBACK_PUBLIC_KEY",
+        "CHANGELLY_BASE_URL",
+    )
+    wanted = _wanted(r, "CHANGELLY_", names, "Changelly Fiat")
+    if wanted is None:
+        return None
+    before = len(r.problems)
+    api_keys = _twins(r, "CHANGELLY_API_KEY", r.text)
+    private = _twins(r, "CHANGELLY_PRIVATE_KEY", lambda n: r.pem(n, _load_private))
+    callback = _twins(r, "CHANGELLY_CALLBACK_PUBLIC_KEY", lambda n: r.pem(n, _load_public))
+    base_url = r.url("CHANGELLY_BASE_URL")
+    poll = _poll(r, "CHANGELLY_")
+    timeout = r.number("CHANGELLY_TIMEOUT", 10.0, float, 0.1)
+    window = r.duration("CHANGELLY_CALLBACK_POLL_WINDOW", 10)
+    if not wanted or len(r.problems) > before or not (api_keys and private and callback and base_url):
+        return None
+    return ChangellySettings(
+        api_key=api_keys[0].value,
+        private_key=private[0],  # type: ignore[arg-type]
+        callback_public_keys=callback,  # type: ignore[arg-type]
+        base_url=base_url,
+        poll=poll,
+        timeout=timeout,
+        callback_poll_window=window,
     )
 
 
@@ -348,6 +471,8 @@ def load_settings(env: Mapping[str, str] | None = None, base_dir: Path | None = 
         redis_url=redis_url,
         api_token=api_token,
         alixpay=_alixpay(r),
+        fuspay=_fuspay(r),
+        changelly=_changelly(r),
         sweep_interval=r.number("RAMPWATCH_SWEEP_INTERVAL", 5.0, float, 0.1),
         sweep_batch=r.number("RAMPWATCH_SWEEP_BATCH", 500, int, 1),
         poll_lease=r.duration("RAMPWATCH_POLL_LEASE", 120),

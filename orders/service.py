@@ -23,7 +23,7 @@ class CreatingAdapter(Protocol):
 
     def creation_event(self, request: Mapping[str, Any], received_at: Any) -> Event: ...
 
-    def submit_create(self, request: Mapping[str, Any]) -> Event: ...
+    def submit_create(self, request: Mapping[str, Any]) -> Event | None: ...
 
 
 def create_order(store: Store, adapter: object, request: Mapping[str, Any]) -> Outcome:
@@ -35,7 +35,9 @@ def create_order(store: Store, adapter: object, request: Mapping[str, Any]) -> O
         )
     creator: CreatingAdapter = adapter  # type: ignore[assignment]
     valid = creator.validate_create(request)
-    store.apply([creator.creation_event(valid, utcnow())])
+    (created,) = store.apply([creator.creation_event(valid, utcnow())])
     answer = creator.submit_create(valid)
+    if answer is None:  # the provider acknowledged without an order state (Fuspay)
+        return created
     (outcome,) = store.apply([answer])
     return outcome

@@ -84,6 +84,7 @@ class Decision(enum.StrEnum):
     DUPLICATE = "duplicate"  # same dedup key already applied; recorded only
     CONFLICT = "conflict"  # a different terminal state after a terminal one; anomaly
     UNKNOWN_STATUS = "unknown_status"  # provider status not in the map; anomaly
+    RECORDED = "recorded"  # carries no status (a callback that only triggers a poll); kept
 
 
 @dataclass(frozen=True)

@@ -167,9 +167,13 @@ class Store:
         anomalies: list[tuple[str, dict[str, Any]]] = []
 
         if ev.provider_status is None:
-            # A creation or an annotation: records the order, changes no state.
+            # A creation (or the provider's answer to it) records the order and its ids;
+            # a callback without a trusted status (a trigger) is only kept for the history.
             mapped: Mapped | None = Mapped(current, order.rank)
-            decision = Decision.APPLIED if ev.dedup_key not in work.applied_keys else Decision.DUPLICATE
+            if ev.source == "callback":
+                decision = Decision.RECORDED
+            else:
+                decision = Decision.APPLIED if ev.dedup_key not in work.applied_keys else Decision.DUPLICATE
             state_change = False
         else:
             mapped = self.status_maps[ev.provider].lookup(ev.provider_status)
@@ -386,6 +390,25 @@ class Store:
             if limit:
                 stmt = stmt.limit(limit)
             return [DueOrder(p, e) for p, e in session.execute(stmt).all()]
+
+    def order_ref(self, provider: str, external_order_id: str) -> tuple[str | None, str | None] | None:
+        """(kind, provider_order_id) of a known order, or None."""
+        with self.sessions() as session:
+            row = session.execute(
+                select(Order.kind, Order.provider_order_id).where(
+                    Order.provider == provider, Order.external_order_id == external_order_id
+                )
+            ).one_or_none()
+            return (row.kind, row.provider_order_id) if row else None
+
+    def external_id_for(self, provider: str, provider_order_id: str) -> str | None:
+        """Our order id for the provider's own order id, if we know the order."""
+        with self.sessions() as session:
+            return session.scalars(
+                select(Order.external_order_id)
+                .where(Order.provider == provider, Order.provider_order_id == provider_order_id)
+                .limit(1)
+            ).first()
 
     def exists(self, provider: str, external_order_id: str) -> bool:
         with self.sessions() as session:

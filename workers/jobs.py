@@ -9,6 +9,7 @@ else (database or Redis trouble, a provider timeout) is retried on the job's
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
@@ -28,14 +29,24 @@ def _no_retry() -> None:
 
 
 def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
-    """Apply one queued event (from a callback) through the single writer."""
+    """Apply one queued event (from a callback) through the single writer.
+
+    A callback whose provider signs no status (``callbacks_are_triggers``) is
+    recorded, then a poll of its order is queued (rate-limited, never dropped):
+    the poll's answer is what changes the order."""
     try:
         event = Event.from_dict(payload)
     except DataError:
         _no_retry()
         raise
     rt = current()
+    adapter = rt.adapters.get(event.provider)
+    if not event.external_order_id:
+        event = _resolve_order(rt, event)
     (outcome,) = rt.store.apply([event])
+    if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
+        window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
+        rt.queues.enqueue_trigger_poll(event.provider, event.external_order_id, window)
     log.info(
         "applied %s %s event: %s -> %s (v%d)%s",
         event.provider,
@@ -48,11 +59,23 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
     return {"decision": outcome.decision.value, "status": outcome.status.value, "version": outcome.version}
 
 
+def _resolve_order(rt: Any, event: Event) -> Event:
+    """A callback naming only the provider's order id: find ours, in the store or by a poll."""
+    assert event.provider_order_id
+    known = rt.store.external_id_for(event.provider, event.provider_order_id)
+    if known is None:
+        known = (
+            rt.adapter(event.provider).poll("", provider_order_id=event.provider_order_id).external_order_id
+        )
+    return dataclasses.replace(event, external_order_id=known)
+
+
 def poll_order(provider: str, external_order_id: str, reason: str = "sweep") -> dict[str, Any]:
     """Ask the provider for the order's present state and apply it as a ``poll`` event."""
     rt = current()
+    kind, provider_order_id = rt.store.order_ref(provider, external_order_id) or (None, None)
     try:
-        event = rt.adapter(provider).poll(external_order_id)
+        event = rt.adapter(provider).poll(external_order_id, kind=kind, provider_order_id=provider_order_id)
     except ProviderError as exc:
         rt.store.poll_failed(provider, external_order_id)
         if isinstance(exc, DataError):

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 from redis import Redis
@@ -119,6 +120,38 @@ class Queues:
 
     def enqueue_sweep(self) -> bool:
         return self._enqueue_unique(self.control, SWEEP_JOB, (), SWEEP_JOB_ID, description="sweep due orders")
+
+    def enqueue_trigger_poll(self, provider: str, external_order_id: str, window: int) -> str:
+        """A callback that only triggers a poll (its signature does not cover the status).
+
+        At most one such poll per order per ``window`` seconds, and none is lost: the
+        first runs at once; one asked for inside the window is scheduled for the
+        window's end (a single scheduled job per order absorbs every replay), and
+        it reads the provider's latest state when it runs."""
+        gate = f"rampwatch:trigger:{provider}:{short_hash(external_order_id)}"
+        if self.redis.set(gate, 1, nx=True, ex=window):
+            queued = self.enqueue_poll(provider, external_order_id, reason="callback")
+            return "queued" if queued else "already queued"
+        ttl = self.redis.ttl(gate)
+        delay = timedelta(seconds=max(int(ttl), 1))
+        job_id = f"trigger-{provider}-{short_hash(provider, external_order_id)}"
+        try:
+            self.polls.enqueue_in(
+                delay,
+                POLL_JOB,
+                provider,
+                external_order_id,
+                "callback (deferred)",
+                job_id=job_id,
+                unique=True,
+                result_ttl=RESULT_TTL,
+                failure_ttl=FAILURE_TTL,
+                retry=POLL_RETRY,
+                description=f"deferred poll of {provider} order after a callback",
+            )
+        except DuplicateJobError:
+            return "already scheduled"
+        return "scheduled"
 
     def enqueue_heal(self, provider: str, external_order_id: str) -> bool:
         """After a callback failed verification: poll the order if we know it.

@@ -5,6 +5,15 @@ An adapter turns a provider's raw callback bytes into a verified ``Event``
 (``poll``), and names the order an unverified callback points at
 (``order_hint``) so that a misconfigured key heals through a poll instead of
 losing the update.
+
+``callbacks_are_triggers``: True when the provider's callback signature does not
+cover the status (Changelly signs only the order id). Such a callback is parsed
+into an Event with no provider status, recorded, and followed at once by a poll
+whose answer is what gets applied.
+
+Creation (optional, ``orders.service``): ``validate_create``, ``creation_event``
+and ``submit_create`` (the provider's answer as an Event, or None when the
+provider answers with no order state, as Fuspay does).
 """
 
 from __future__ import annotations
@@ -21,13 +30,17 @@ from orders.states import StatusMap
 class ProviderAdapter(Protocol):
     slug: str
     status_map: StatusMap
+    callbacks_are_triggers: bool
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str], received_at: datetime) -> Event:
         """Verify and parse a callback. Raises InvalidPayload (400) or SignatureInvalid (401)."""
         ...
 
-    def poll(self, external_order_id: str) -> Event:
-        """The order's present state at the provider. Raises ProviderError subclasses."""
+    def poll(
+        self, external_order_id: str, *, kind: str | None = None, provider_order_id: str | None = None
+    ) -> Event:
+        """The order's present state at the provider (``kind`` and ``provider_order_id``
+        are what the store knows, if anything). Raises ProviderError subclasses."""
         ...
 
     def order_hint(self, body: bytes) -> str | None:

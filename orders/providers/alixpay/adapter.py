@@ -68,6 +68,7 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
 class AlixPayAdapter:
     slug = SLUG
     status_map = STATUS_MAP
+    callbacks_are_triggers = False  # the IPN signature covers the status
 
     def __init__(self, settings: AlixPaySettings, session: requests.Session | None = None):
         self.settings = settings
@@ -88,7 +89,9 @@ class AlixPayAdapter:
             raise SignatureInvalid("signature does not verify with any configured AliX key")
         return self.event_from_order(data, body.decode("utf-8"), verified_by, "callback", received_at)
 
-    def poll(self, external_order_id: str) -> Event:
+    def poll(
+        self, external_order_id: str, *, kind: str | None = None, provider_order_id: str | None = None
+    ) -> Event:
         answer = self.client.order_details(external_order_id)
         return self.event_from_verified(answer, "poll")
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -27,51 +26,9 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from cryptography.hazmat.primitives.hashes import SHA256
 
 from config import Named
+from orders.providers.jsformat import js_number
 
 RESPONSE_FIELDS = ("externalOrderId", "type", "fiatAmount", "status")
-
-
-def js_number(value: Any) -> str:
-    """``String(value)`` as JavaScript computes it for a JSON scalar."""
-    if value is None:
-        return ""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return value
-    if isinstance(value, int):
-        if abs(value) < 2**53:
-            return str(value)
-        value = float(value)
-    if not isinstance(value, float):
-        raise TypeError(f"not a JSON scalar: {type(value).__name__}")
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "Infinity" if value > 0 else "-Infinity"
-    if value == 0:
-        return "0"
-    sign = "-" if value < 0 else ""
-    mantissa, _, exp = repr(abs(value)).partition("e")
-    whole, _, frac = mantissa.partition(".")
-    digits = (whole + frac).lstrip("0")
-    # value = 0.<digits> * 10**point
-    point = len(whole.lstrip("0")) + (int(exp) if exp else 0)
-    if not whole.lstrip("0"):
-        point = -(len(frac) - len(frac.lstrip("0"))) + (int(exp) if exp else 0)
-    digits = digits.rstrip("0") or "0"
-    k = len(digits)
-    if k <= point <= 21:
-        out = digits + "0" * (point - k)
-    elif 0 < point <= 21:
-        out = digits[:point] + "." + digits[point:]
-    elif -6 < point <= 0:
-        out = "0." + "0" * (-point) + digits
-    else:
-        e = point - 1
-        esign = "+" if e >= 0 else "-"
-        out = (digits[0] + ("." + digits[1:] if k > 1 else "")) + "e" + esign + str(abs(e))
-    return sign + out
 
 
 def signing_string(fields: Sequence[Any], secret: str) -> bytes:
