@@ -99,6 +99,8 @@ class FuspaySettings:
     # Fuspay does not publish its exact recipe (doc bug F-7): a setting, not code.
     signature_recipe: str = "hmac-sha512"
     signature_key: str = "public+secret"
+    # Our webhook URL, sent as partner_callback_url on every sell order we create.
+    callback_url: str | None = None
     poll: PollPolicy = PollPolicy()
     timeout: float = 10.0
 
@@ -380,6 +382,7 @@ def _fuspay(r: _Reader) -> FuspaySettings | None:
     base_url = r.url("FUSPAY_BASE_URL")
     recipe = r.choice("FUSPAY_SIGNATURE_RECIPE", FUSPAY_RECIPES)
     key_mode = r.choice("FUSPAY_SIGNATURE_KEY", FUSPAY_SIGNATURE_KEYS)
+    callback_url = r.url("FUSPAY_CALLBACK_URL")
     poll = _poll(r, "FUSPAY_")
     timeout = r.number("FUSPAY_TIMEOUT", 10.0, float, 0.1)
     partner = r.text("FUSPAY_PARTNER_ID")
@@ -392,6 +395,7 @@ def _fuspay(r: _Reader) -> FuspaySettings | None:
         base_url=base_url,
         signature_recipe=recipe,
         signature_key=key_mode,
+        callback_url=callback_url,
         poll=poll,
         timeout=timeout,
     )
