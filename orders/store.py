@@ -47,6 +47,12 @@ KEPT_DETAILS = frozenset(
         "expires_at",
         "provider_created_at",
         "paid_amount",
+        "redirect_url",
+        "fiat_payment_status",
+        "crypto_payment_status",
+        "payout_status",
+        "kyc_error_type",
+        "claimed_status",
     }
 )
 
