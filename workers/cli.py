@@ -10,6 +10,7 @@ import argparse
 import json
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime
 
 from config import ConfigError, Settings, load_settings
 from config.logs import configure_logging
@@ -104,6 +105,61 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
     return 1 if failures else 0
 
 
+def _when(text: str) -> datetime:
+    """An ISO date or date-time; a naive one is UTC."""
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or date-time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def cmd_backfill(args: argparse.Namespace) -> int:
+    """Fetch a provider's orders by date range and apply them (adopting unknown ones)."""
+    from collections import Counter
+
+    from orders.errors import RampwatchError
+    from workers.runtime import Runtime
+
+    settings = _settings()
+    configure_logging("WARNING")
+    rt = Runtime.build(settings)
+    adapter = rt.adapters.get(args.provider)
+    if adapter is None:
+        print(f"rampwatch backfill: provider {args.provider} is not configured", file=sys.stderr)
+        return 2
+    if not hasattr(adapter, "backfill"):
+        print(f"rampwatch backfill: {args.provider} has no order-list API to backfill from", file=sys.stderr)
+        return 2
+    if args.until and args.until <= args.since:
+        print("rampwatch backfill: --until must be after --since", file=sys.stderr)
+        return 2
+    seen: Counter[str] = Counter()
+    batch = []
+    try:
+        for event in adapter.backfill(args.since, args.until):
+            seen["orders"] += 1
+            if args.dry_run:
+                known = rt.store.exists(args.provider, event.external_order_id)
+                print(
+                    f"{event.external_order_id}: {event.provider_status}{'' if known else ' (unknown to us)'}"
+                )
+                continue
+            seen["adopted"] += 0 if rt.store.exists(args.provider, event.external_order_id) else 1
+            batch.append(event)
+            if len(batch) >= 100:
+                seen.update(o.decision.value for o in rt.store.apply(batch))
+                batch.clear()
+        if batch:
+            seen.update(o.decision.value for o in rt.store.apply(batch))
+    except RampwatchError as exc:
+        print(f"rampwatch backfill: stopped after {seen['orders']} order(s): {type(exc).__name__}: {exc}")
+        return 1
+    summary = ", ".join(f"{k} {v}" for k, v in sorted(seen.items()))
+    print(f"backfill {args.provider}: {summary or 'no orders'}{' (dry run)' if args.dry_run else ''}")
+    return 0
+
+
 def cmd_orders_show(args: argparse.Namespace) -> int:
     from orders.db import make_engine
     from orders.providers import STATUS_MAPS
@@ -170,6 +226,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="ask the provider, apply nothing")
     p.add_argument("--enqueue", action="store_true", help="queue the polls for the workers instead")
     p.set_defaults(func=cmd_reconcile)
+
+    p = sub.add_parser("backfill", help="fetch a provider's orders by date range and apply them")
+    p.add_argument("--provider", required=True, help="provider slug, e.g. changelly")
+    p.add_argument("--since", required=True, type=_when, help="ISO date or date-time (UTC if no zone)")
+    p.add_argument("--until", type=_when, help="ISO date or date-time (default: now)")
+    p.add_argument("--dry-run", action="store_true", help="list what the provider has, apply nothing")
+    p.set_defaults(func=cmd_backfill)
 
     orders = sub.add_parser("orders", help="inspect and create orders")
     osub = orders.add_subparsers(dest="orders_command", required=True)

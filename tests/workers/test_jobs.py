@@ -151,3 +151,25 @@ def test_exactly_one_clock_ticks(redis: Redis) -> None:
     # One sweep job at a time, whatever the number of ticks.
     control = Queue("control", connection=redis, serializer=JSONSerializer)
     assert control.count == 1
+
+
+def test_trigger_polls_are_rate_limited_per_order_and_never_dropped(redis: Redis) -> None:
+    from rq.registry import ScheduledJobRegistry
+
+    queues = Queues(redis)
+    assert queues.enqueue_trigger_poll("changelly", "o-1", window=30) == "queued"
+    # Replays inside the window collapse into one poll scheduled for the window's end.
+    assert queues.enqueue_trigger_poll("changelly", "o-1", window=30) == "scheduled"
+    assert queues.enqueue_trigger_poll("changelly", "o-1", window=30) == "already scheduled"
+    assert queues.enqueue_trigger_poll("changelly", "o-2", window=30) == "queued"
+    polls = Queue(POLLS, connection=redis, serializer=JSONSerializer)
+    assert sorted(Job.fetch(i, connection=redis, serializer=JSONSerializer).args[1] for i in polls.job_ids) == [
+        "o-1",
+        "o-2",
+    ]
+    scheduled = ScheduledJobRegistry(POLLS, connection=redis, serializer=JSONSerializer)
+    (job_id,) = scheduled.get_job_ids()
+    job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
+    assert job.args == ["changelly", "o-1", "callback (deferred)"]
+    when = scheduled.get_scheduled_time(job)
+    assert 20 <= (when - datetime.now(UTC)).total_seconds() <= 31
