@@ -30,6 +30,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from config import PollPolicy
 from orders.db import make_sessionmaker
+from orders.errors import BadEventPayload
 from orders.events import Event, utcnow
 from orders.models import Anomaly, EventRecord, Order
 from orders.states import TERMINAL, Decision, Mapped, OrderPosition, Status, StatusMap, decide
@@ -111,6 +112,11 @@ class Store:
         """Apply ``events`` in one transaction; outcomes come back in input order."""
         if not events:
             return []
+        for ev in events:
+            if not ev.external_order_id:
+                # Resolve first (workers.jobs does, by the provider's order id): an
+                # order filed under "" would collect every unresolved event.
+                raise BadEventPayload(f"{ev.provider} {ev.source} event has no external_order_id")
         now = self.clock()
         by_order: dict[tuple[str, str], list[int]] = {}
         for i, ev in enumerate(events):
@@ -239,11 +245,16 @@ class Store:
         if Status(order.status) not in TERMINAL and order.next_poll_at is None:
             order.next_poll_at = now
 
+        dedup_key = ev.dedup_key
+        if decision is Decision.APPLIED and dedup_key in work.applied_keys:
+            # A poll resuming a held order reports a status applied before the hold:
+            # record it under its own key so "one applied event per key" still holds.
+            dedup_key = f"{ev.dedup_key}@v{order.version}"
         record = EventRecord(
             order_id=order.id,
             provider=ev.provider,
             source=ev.source,
-            dedup_key=ev.dedup_key,
+            dedup_key=dedup_key,
             fingerprint=ev.fingerprint(),
             provider_status=ev.provider_status,
             canonical_status=mapped.status.value if mapped and ev.provider_status is not None else None,

@@ -238,3 +238,32 @@ def test_concurrent_writers_serialise_per_order(store: Store) -> None:
     assert len(order.events) == len(statuses)
     assert len(rows(store, Order)) == 1
     assert rows(store, Anomaly) == []
+
+
+def test_a_poll_resumes_a_held_order_even_to_a_status_seen_before(store: Store) -> None:
+    def cev(status: str, source: str = "poll") -> Event:
+        return Event(
+            provider="changelly",
+            external_order_id="held",
+            provider_status=status,
+            source=source,
+            dedup_key=f"status:{status}",
+            raw_body=status,
+            received_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+        )
+
+    outs = store.apply([cev("pending"), cev("hold"), cev("pending"), cev("pending")])
+    assert [o.decision for o in outs] == [
+        Decision.APPLIED,
+        Decision.APPLIED,
+        Decision.APPLIED,
+        Decision.DUPLICATE,
+    ]
+    assert outs[2].status is Status.PROCESSING and outs[2].version == 3
+    # A late callback repeating the first pending does not resume anything twice.
+    (late,) = store.apply([cev("pending", source="callback")])
+    assert late.decision is Decision.DUPLICATE
+    (done,) = store.apply([cev("complete")])
+    assert done.status is Status.SUCCESS
+    keys = [e.dedup_key for e in store.order_view("changelly", "held").events if e.decision == "applied"]
+    assert keys == ["status:pending", "status:hold", "status:pending@v3", "status:complete"]

@@ -163,7 +163,9 @@ def test_trigger_polls_are_rate_limited_per_order_and_never_dropped(redis: Redis
     assert queues.enqueue_trigger_poll("changelly", "o-1", window=30) == "already scheduled"
     assert queues.enqueue_trigger_poll("changelly", "o-2", window=30) == "queued"
     polls = Queue(POLLS, connection=redis, serializer=JSONSerializer)
-    assert sorted(Job.fetch(i, connection=redis, serializer=JSONSerializer).args[1] for i in polls.job_ids) == [
+    assert sorted(
+        Job.fetch(i, connection=redis, serializer=JSONSerializer).args[1] for i in polls.job_ids
+    ) == [
         "o-1",
         "o-2",
     ]

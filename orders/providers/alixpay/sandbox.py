@@ -19,7 +19,8 @@ drive it.
 
 IPNs are POSTed by one background worker, one attempt each (AliX documents no
 retries), 5 s timeout, in due-time order; what was actually POSTed is recorded in
-``deliveries``. Only loopback addresses are served or called.
+``deliveries``. Only loopback addresses are served or called. The server, the
+switches and the IPN courier are the shared ``orders.providers.sandboxkit``.
 
 Run it: ``python -m orders.providers.alixpay.sandbox --help``.
 """
@@ -29,28 +30,14 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import heapq
-import ipaddress
-import itertools
-import json
 import logging
-import math
 import os
-import random
-import signal
 import sys
-import threading
-import time
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from types import TracebackType
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
-import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
@@ -58,8 +45,15 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from config import Named
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.client import CASHOUT_PATH, DETAILS_PATH, SELL_ORDER_PATH
-
-log = logging.getLogger("rampwatch.sandbox.alixpay")
+from orders.providers.sandboxkit import (
+    Reply,
+    Request,
+    SandboxKit,
+    compact,
+    finite_number,
+    parse_object,
+    serve_until_signalled,
+)
 
 STATUSES = (
     "AWAITING_PAYMENT",
@@ -78,10 +72,6 @@ IPN_SECRETS = (IPN_BY_WEBHOOK_KEY, IPN_BY_PARTNER_KEY)
 CASHOUT_MIN_FIAT = 50_000  # "VND 10000 (Sandbox: 50000)" (S1)
 PRICE_PER_TOKEN = 25_000  # fiat per token; a fixed fake rate
 ORDER_TTL = timedelta(minutes=30)
-IPN_TIMEOUT = 5.0
-MAX_BODY = 1 << 20
-MAX_DELAY = 600.0
-MAX_DUPLICATE = 100
 MAX_ORDER_ID = 128
 
 # The request strings AliX verifies, as documented (field names; dotted = nested).
@@ -131,33 +121,19 @@ DESCRIPTIONS = {
     "ERROR": "Transaction error",
 }
 
-DEFAULT_SWITCHES: dict[str, Any] = {
-    "drop": False,
-    "drop_rate": 0.0,
-    "seed": None,
-    "duplicate": 0,
-    "delay": 0.0,
-    "reorder": False,
+# Beyond the kit's common switches (drop, drop_rate, seed, duplicate, delay, reorder).
+EXTRA_SWITCHES: dict[str, Any] = {
     "detail_delay": 0.0,
     "detail_fail": False,
     "ipn_on_create": False,
 }
-_BOOL_SWITCHES = frozenset({"drop", "reorder", "detail_fail", "ipn_on_create"})
-_GLOBAL_ONLY_SWITCHES = frozenset({"seed"})
-
-Delivery = tuple[str, str, int | str]
 
 
-@dataclass(frozen=True)
-class _Ipn:
-    order_id: str
-    status: str
-    body: bytes
-    copies: int
-
-
-class AlixSandbox:
+class AlixSandbox(SandboxKit):
     """An in-memory AliX Pay on 127.0.0.1. Thread-safe; see the module docstring."""
+
+    name = "alixpay"
+    extra_switches = EXTRA_SWITCHES
 
     def __init__(
         self,
@@ -186,111 +162,17 @@ class AlixSandbox:
             raise TypeError("alix_private_key must be an RSA private key")
         if ipn_secret not in IPN_SECRETS:
             raise ValueError(f"ipn_secret must be one of {', '.join(IPN_SECRETS)}")
-        if not _is_loopback_ipv4(host):
-            raise ValueError("the sandbox binds only a loopback IPv4 address such as 127.0.0.1")
-        if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-            raise ValueError("port must be 0..65535 (0 picks a free port)")
+        super().__init__(callback_url=callback_url, host=host, port=port)
         self.partner_code = partner_code
         self.secret_key = secret_key
         self.webhook_secret_key = webhook_secret_key
         self.partner_public_key = partner_public_key
         self.ipn_secret = ipn_secret
         self.envelope = envelope
-        self.host = host
-        self.port = port
         self._alix_private_key = alix_private_key or rsa.generate_private_key(
             public_exponent=65537, key_size=2048
         )
-        self._callback_url: str | None = None
-        self.callback_url = callback_url
-
-        self._lock = threading.RLock()
-        self._cv = threading.Condition(self._lock)
-        self._orders: dict[str, dict[str, Any]] = {}
         self._order_webhook_secrets: dict[str, str] = {}
-        self._switches: dict[str, Any] = dict(DEFAULT_SWITCHES)
-        self._order_switches: dict[str, dict[str, Any]] = {}
-        self._random = random.Random(DEFAULT_SWITCHES["seed"])
-        self._queue: list[tuple[float, int, _Ipn]] = []
-        self._seq = itertools.count()
-        self._held: list[_Ipn] = []
-        self._in_flight = 0
-        self._deliveries: list[Delivery] = []
-        self._dropped: list[tuple[str, str]] = []
-
-        self._stopping = threading.Event()
-        self._server: _Server | None = None
-        self._threads: list[threading.Thread] = []
-
-    # -- lifecycle
-
-    def start(self) -> AlixSandbox:
-        if self._server is not None:
-            raise RuntimeError("the sandbox is already running")
-        self._stopping.clear()
-        server = _Server((self.host, self.port), self)
-        self._server = server
-        serve = threading.Thread(
-            target=server.serve_forever, kwargs={"poll_interval": 0.05}, name="alix-sandbox-http", daemon=True
-        )
-        worker = threading.Thread(target=self._deliver_loop, name="alix-sandbox-ipn", daemon=True)
-        self._threads = [serve, worker]
-        for thread in self._threads:
-            thread.start()
-        log.info("alixpay sandbox listening on %s", self.url)
-        return self
-
-    def stop(self) -> None:
-        """Stop serving; IPNs not yet delivered are discarded (an in-flight one may finish)."""
-        server = self._server
-        if server is None:
-            return
-        self._stopping.set()
-        with self._cv:
-            self._cv.notify_all()
-        server.shutdown()
-        server.server_close()
-        for thread in self._threads:
-            thread.join(timeout=IPN_TIMEOUT + 1.0)
-        with self._cv:
-            self._queue.clear()
-            self._cv.notify_all()
-        self._server = None
-        self._threads = []
-        log.info("alixpay sandbox stopped")
-
-    def __enter__(self) -> AlixSandbox:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        """The base URL, e.g. ``http://127.0.0.1:54321`` (running sandboxes only)."""
-        if self._server is None:
-            raise RuntimeError("the sandbox is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host}:{port}"
-
-    @property
-    def callback_url(self) -> str | None:
-        return self._callback_url
-
-    @callback_url.setter
-    def callback_url(self, value: str | None) -> None:
-        if value is not None:
-            parts = urlsplit(value)
-            if parts.scheme not in ("http", "https") or not _is_loopback_host(parts.hostname):
-                raise ValueError(
-                    "callback_url must be an http(s) URL on a loopback host (127.0.0.1, localhost)"
-                )
-        self._callback_url = value
 
     @property
     def alix_public_key(self) -> RSAPublicKey:
@@ -326,7 +208,7 @@ class AlixSandbox:
             if order is None:
                 raise KeyError(external_order_id)
             _apply_status(order, status)
-            log.info("order %s -> %s", external_order_id, status)
+            self.log.info("order %s -> %s", external_order_id, status)
             self._emit_locked(external_order_id)
             return copy.deepcopy(order)
 
@@ -335,11 +217,6 @@ class AlixSandbox:
         with self._lock:
             return {oid: order["status"] for oid, order in self._orders.items()}
 
-    def order(self, external_order_id: str) -> dict[str, Any]:
-        """The order as the sandbox holds it (unsigned). Raises KeyError when unknown."""
-        with self._lock:
-            return copy.deepcopy(self._orders[external_order_id])
-
     def signed_order(self, external_order_id: str) -> dict[str, Any]:
         """The order as AliX would serve it now: with its ``signature``. Raises KeyError."""
         with self._lock:
@@ -347,203 +224,19 @@ class AlixSandbox:
                 raise KeyError(external_order_id)
             return self._signed_locked(external_order_id)
 
-    def autopilot(
-        self, external_order_id: str, statuses: Iterable[str], interval: float = 1.0
-    ) -> threading.Thread:
-        """Advance the order through ``statuses``, one every ``interval`` seconds, on a
-        daemon thread (returned, already started). Stops early when the sandbox stops."""
-        steps = list(statuses)
+    def _check_steps(self, steps: list[Any]) -> None:
         unknown = [s for s in steps if s not in STATUSES]
         if unknown:
             raise ValueError(f"unknown statuses: {', '.join(map(str, unknown))}")
-        if not _finite_number(interval) or not 0 <= interval <= MAX_DELAY:
-            raise ValueError(f"interval must be 0..{MAX_DELAY:g} seconds")
-        with self._lock:
-            if external_order_id not in self._orders:
-                raise KeyError(external_order_id)
-
-        def run() -> None:
-            for status in steps:
-                if self._stopping.wait(interval):
-                    return
-                try:
-                    self.advance(external_order_id, status)
-                except Exception:
-                    log.exception("autopilot for order %s stopped", external_order_id)
-                    return
-
-        thread = threading.Thread(target=run, name=f"alix-sandbox-autopilot-{external_order_id}", daemon=True)
-        thread.start()
-        return thread
-
-    # -- switches
-
-    def set_switches(
-        self, order_id: str | None = None, *, reset: bool = False, **switches: Any
-    ) -> dict[str, Any]:
-        """Set fault switches globally, or for one order when ``order_id`` is given (a
-        per-order value of None removes that override). ``reset=True`` first restores the
-        defaults (global) or removes the order's overrides. Returns ``switches``.
-        Raises ValueError on an unknown switch or a bad value; nothing changes then."""
-        if order_id is not None and not isinstance(order_id, str):
-            raise ValueError("order_id must be a string")
-        if not isinstance(reset, bool):
-            raise ValueError("reset: expected true or false")
-        unknown = sorted(set(switches) - set(DEFAULT_SWITCHES))
-        if unknown:
-            raise ValueError(f"unknown switches: {', '.join(unknown)}; known: {', '.join(DEFAULT_SWITCHES)}")
-        if order_id is not None and _GLOBAL_ONLY_SWITCHES & set(switches):
-            raise ValueError("seed is a global switch")
-        checked = {
-            name: None if order_id is not None and value is None else _check_switch(name, value)
-            for name, value in switches.items()
-        }
-        with self._lock:
-            if order_id is None:
-                if reset:
-                    self._switches = dict(DEFAULT_SWITCHES)
-                    self._order_switches.clear()
-                    self._random = random.Random(DEFAULT_SWITCHES["seed"])
-                self._switches.update(checked)
-                if "seed" in checked:
-                    self._random = random.Random(checked["seed"])
-            else:
-                overrides = {} if reset else dict(self._order_switches.get(order_id, {}))
-                for name, value in checked.items():
-                    if value is None:
-                        overrides.pop(name, None)
-                    else:
-                        overrides[name] = value
-                if overrides:
-                    self._order_switches[order_id] = overrides
-                else:
-                    self._order_switches.pop(order_id, None)
-            log.info("switches set (order %s): %s", order_id or "*", sorted(checked))
-            return self.switches
-
-    @property
-    def switches(self) -> dict[str, Any]:
-        """``{"global": {...}, "orders": {order_id: {overrides}}}``."""
-        with self._lock:
-            return {"global": dict(self._switches), "orders": copy.deepcopy(self._order_switches)}
-
-    def _effective(self, order_id: str | None) -> dict[str, Any]:
-        with self._lock:
-            out = dict(self._switches)
-            if order_id is not None:
-                out.update(self._order_switches.get(order_id, {}))
-            return out
-
-    # -- IPN delivery
-
-    @property
-    def deliveries(self) -> list[Delivery]:
-        """(externalOrderId, status, HTTP status or error name) of every IPN actually POSTed."""
-        with self._lock:
-            return list(self._deliveries)
-
-    @property
-    def dropped(self) -> list[tuple[str, str]]:
-        """(externalOrderId, status) of every IPN a ``drop``/``drop_rate`` switch swallowed."""
-        with self._lock:
-            return list(self._dropped)
-
-    @property
-    def held(self) -> int:
-        """How many IPNs ``reorder`` holds until ``flush()``."""
-        with self._lock:
-            return len(self._held)
-
-    def flush(self) -> int:
-        """Release the IPNs held by ``reorder`` for immediate delivery, newest first.
-        Returns how many were released; ``wait_idle()`` waits for their delivery."""
-        with self._cv:
-            held, self._held = self._held, []
-            for ipn in reversed(held):
-                self._schedule_locked(ipn, 0.0)
-            if held:
-                log.info("flushed %d held IPNs", len(held))
-            return len(held)
-
-    def wait_idle(self, timeout: float = 5.0) -> bool:
-        """Block until no IPN is queued or in flight (held ones do not count). False on timeout."""
-        deadline = time.monotonic() + timeout
-        with self._cv:
-            while self._queue or self._in_flight:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cv.wait(remaining)
-            return True
-
-    def _emit_locked(self, order_id: str) -> None:
-        switches = self._effective(order_id)
-        status = self._orders[order_id]["status"]
-        if self._callback_url is None:
-            log.debug("no callback_url: IPN for order %s (%s) not sent", order_id, status)
-            return
-        rate = switches["drop_rate"]
-        if switches["drop"] or (rate > 0 and self._random.random() < rate):
-            self._dropped.append((order_id, status))
-            log.info("IPN for order %s (%s) dropped by switch", order_id, status)
-            return
-        body = _compact(self._signed_locked(order_id))
-        ipn = _Ipn(order_id=order_id, status=status, body=body, copies=1 + switches["duplicate"])
-        if switches["reorder"]:
-            self._held.append(ipn)
-            log.info("IPN for order %s (%s) held for reorder", order_id, status)
-            return
-        self._schedule_locked(ipn, switches["delay"])
-
-    def _schedule_locked(self, ipn: _Ipn, delay: float) -> None:
-        due = time.monotonic() + delay
-        for _ in range(ipn.copies):
-            heapq.heappush(self._queue, (due, next(self._seq), ipn))
-        self._cv.notify_all()
-
-    def _deliver_loop(self) -> None:
-        while True:
-            with self._cv:
-                while True:
-                    if self._stopping.is_set():
-                        return
-                    now = time.monotonic()
-                    if self._queue and self._queue[0][0] <= now:
-                        _, _, ipn = heapq.heappop(self._queue)
-                        self._in_flight += 1
-                        break
-                    self._cv.wait(self._queue[0][0] - now if self._queue else None)
-            outcome: int | str = "not sent"
-            try:
-                outcome = self._post_ipn(ipn)
-            finally:
-                with self._cv:
-                    self._in_flight -= 1
-                    self._deliveries.append((ipn.order_id, ipn.status, outcome))
-                    self._cv.notify_all()
-
-    def _post_ipn(self, ipn: _Ipn) -> int | str:
-        url = self._callback_url
-        if url is None:
-            return "no callback_url"
-        try:
-            resp = requests.post(
-                url,
-                data=ipn.body,
-                headers={"Content-Type": "application/json"},
-                timeout=IPN_TIMEOUT,
-                allow_redirects=False,
-            )
-        except requests.RequestException as exc:
-            log.warning("IPN for order %s (%s) failed: %s", ipn.order_id, ipn.status, type(exc).__name__)
-            return type(exc).__name__
-        except Exception as exc:
-            log.exception("IPN for order %s (%s) failed", ipn.order_id, ipn.status)
-            return type(exc).__name__
-        log.info("IPN for order %s (%s) answered HTTP %d", ipn.order_id, ipn.status, resp.status_code)
-        return resp.status_code
 
     # -- internals: orders and signing
+
+    def _emit_locked(self, order_id: str) -> None:
+        status = self._orders[order_id]["status"]
+        if self.callback_url is None:
+            self.log.debug("no callback_url: IPN for order %s (%s) not sent", order_id, status)
+            return
+        self._send_callback(order_id, status, compact(self._signed_locked(order_id)))
 
     def _insert(self, order: dict[str, Any], webhook_secret: str) -> dict[str, Any]:
         """Store a new order; its signed form. Raises ValueError on a duplicate id."""
@@ -553,7 +246,7 @@ class AlixSandbox:
                 raise ValueError(f"duplicate externalOrderId {order_id!r}")
             self._orders[order_id] = order
             self._order_webhook_secrets[order_id] = webhook_secret
-            log.info("order %s created (%s) at %s", order_id, order["type"], order["status"])
+            self.log.info("order %s created (%s) at %s", order_id, order["type"], order["status"])
             if self._effective(order_id)["ipn_on_create"]:
                 self._emit_locked(order_id)
             return self._signed_locked(order_id)
@@ -591,29 +284,23 @@ class AlixSandbox:
 
     # -- internals: HTTP
 
-    def _handle(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
-        try:
-            api = {SELL_ORDER_PATH: "sell", CASHOUT_PATH: "cashout", DETAILS_PATH: "details"}.get(path)
-            if api is not None:
-                if method != "POST":
-                    return 405, {"error": "Method not allowed"}
-                if api == "details":
-                    return self._api_details(raw)
-                return self._api_create(raw, api)
-            if path == "/sandbox" or path.startswith("/sandbox/"):
-                return self._control(method, path, raw)
+    def _handle(self, request: Request) -> Reply:
+        api = {SELL_ORDER_PATH: "sell", CASHOUT_PATH: "cashout", DETAILS_PATH: "details"}.get(request.path)
+        if api is None:
             return 404, {"error": "Not found"}
-        except Exception:
-            log.exception("sandbox failed on %s %s", method, path)
-            return 500, {"error": "Internal error"}
+        if request.method != "POST":
+            return 405, {"error": "Method not allowed"}
+        if api == "details":
+            return self._api_details(request.raw)
+        return self._api_create(request.raw, api)
 
-    def _answer(self, order: dict[str, Any]) -> tuple[int, Any]:
+    def _answer(self, order: dict[str, Any]) -> Reply:
         if self.envelope:
             return 200, {"success": True, "message": "OK", "data": order}
         return 200, order
 
-    def _refuse(self, reason: str) -> tuple[int, Any]:
-        log.info("request refused: %s", reason)
+    def _refuse(self, reason: str) -> Reply:
+        self.log.info("request refused: %s", reason)
         if self.envelope:
             return 400, {"success": False, "message": "Invalid request", "data": None}
         return 400, {"error": "Invalid request"}
@@ -635,8 +322,8 @@ class AlixSandbox:
             return "externalOrderId too long"
         return None
 
-    def _api_create(self, raw: bytes, kind: str) -> tuple[int, Any]:
-        body = _parse_object(raw)
+    def _api_create(self, raw: bytes, kind: str) -> Reply:
+        body = parse_object(raw)
         if kind == "sell":
             problem = self._check_request(body, SELL_REQUIRED, SELL_SIGNED)
         else:
@@ -685,14 +372,14 @@ class AlixSandbox:
             return self._refuse("duplicate externalOrderId")
         return self._answer(signed)
 
-    def _api_details(self, raw: bytes) -> tuple[int, Any]:
-        body = _parse_object(raw)
+    def _api_details(self, raw: bytes) -> Reply:
+        body = parse_object(raw)
         order_id = body.get("externalOrderId") if body is not None else None
         switches = self._effective(order_id if isinstance(order_id, str) else None)
         if switches["detail_delay"] > 0:
             self._stopping.wait(switches["detail_delay"])
         if switches["detail_fail"]:
-            log.info("details for order %s: failing by switch (503)", order_id)
+            self.log.info("details for order %s: failing by switch (503)", order_id)
             return 503, {"error": "Service unavailable"}
         problem = self._check_request(body, DETAILS_REQUIRED, DETAILS_SIGNED)
         if problem is not None:
@@ -703,14 +390,7 @@ class AlixSandbox:
             signed = self._signed_locked(order_id)
         return self._answer(signed)
 
-    def _control(self, method: str, path: str, raw: bytes) -> tuple[int, Any]:
-        parts = [unquote(p) for p in path.split("/")[2:]]
-        body: dict[str, Any] = {}
-        if method == "POST" and raw.strip():
-            parsed = _parse_object(raw)
-            if parsed is None:
-                return 400, {"error": "body must be a JSON object"}
-            body = parsed
+    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
         match (method, parts):
             case ("GET", ["orders"]):
                 return 200, {"orders": self.truth()}
@@ -735,104 +415,21 @@ class AlixSandbox:
                 if status not in STATUSES:
                     return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
                 return 200, self.advance(order_id, status)
-            case ("GET", ["switches"]):
-                return 200, self.switches
-            case ("POST", ["switches"]):
-                try:
-                    return 200, self.set_switches(**body)
-                except (TypeError, ValueError) as exc:
-                    return 400, {"error": str(exc)}
-            case ("POST", ["flush"]):
-                return 200, {"flushed": self.flush()}
-            case ("GET", ["deliveries"]):
-                with self._lock:
-                    return 200, {
-                        "deliveries": [list(d) for d in self._deliveries],
-                        "dropped": [list(d) for d in self._dropped],
-                        "held": len(self._held),
-                        "pending": len(self._queue) + self._in_flight,
-                    }
             case ("GET", ["public-key"]):
                 return 200, {"pem": self.alix_public_key_pem.decode("ascii")}
-        return 404, {"error": "Not found"}
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], sandbox: AlixSandbox):
-        self.sandbox = sandbox
-        super().__init__(address, _Handler)
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        log.debug("connection error from %s", client_address, exc_info=True)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 10  # a silent client cannot hold a thread forever
-    server_version = "AlixSandbox/1"
-    sys_version = ""
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def _serve(self, method: str) -> None:
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        if length < 0 or length > MAX_BODY:
-            self._send(413 if length > MAX_BODY else 400, {"error": "Invalid request"})
-            return
-        raw = self.rfile.read(length) if length else b""
-        status, payload = self.server.sandbox._handle(method, urlsplit(self.path).path, raw)
-        self._send(status, payload)
-
-    def _send(self, status: int, payload: Any) -> None:
-        data = _compact(payload)
-        try:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-        except OSError:
-            log.debug("client went away before the answer")
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.address_string(), *args)
+        return None
 
 
 # -- helpers
 
 
-def _compact(payload: Any) -> bytes:
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _parse_object(raw: bytes) -> dict[str, Any] | None:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
-def _finite_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
-
-
 def _positive_number(value: Any) -> bool:
-    return _finite_number(value) and value > 0
+    return finite_number(value) and value > 0
 
 
 def _present(value: Any, numeric: bool = False) -> bool:
     if numeric:
-        return _finite_number(value)
+        return finite_number(value)
     return isinstance(value, str) and value.strip() != ""
 
 
@@ -851,49 +448,6 @@ def _dig(body: dict[str, Any], dotted: str) -> Any:
             return None
         value = value.get(part)
     return value
-
-
-def _check_switch(name: str, value: Any) -> Any:
-    if name in _BOOL_SWITCHES:
-        if not isinstance(value, bool):
-            raise ValueError(f"{name}: expected true or false")
-        return value
-    if name == "seed":
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError("seed: expected an integer or null")
-        return value
-    if name == "duplicate":
-        if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_DUPLICATE:
-            raise ValueError(f"duplicate: expected an integer 0..{MAX_DUPLICATE}")
-        return value
-    if not _finite_number(value):
-        raise ValueError(f"{name}: expected a number")
-    value = float(value)
-    if name == "drop_rate":
-        if not 0.0 <= value <= 1.0:
-            raise ValueError("drop_rate: expected 0..1")
-    elif not 0.0 <= value <= MAX_DELAY:
-        raise ValueError(f"{name}: expected 0..{MAX_DELAY:g} seconds")
-    return value
-
-
-def _is_loopback_ipv4(host: Any) -> bool:
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return address.version == 4 and address.is_loopback
-
-
-def _is_loopback_host(host: str | None) -> bool:
-    if host is None:
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def _js_time(moment: datetime) -> str:
@@ -1036,27 +590,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OSError, ValueError, TypeError) as exc:
         print(f"alixpay sandbox: {exc}", file=sys.stderr)
         return 2
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        try:
-            sandbox.start()
-        except OSError as exc:
-            print(f"alixpay sandbox: cannot listen on {args.port}: {exc}", file=sys.stderr)
-            return 2
-        print(f"alixpay sandbox listening on {sandbox.url}", flush=True)
-        while not stop.wait(0.5):
-            continue
-    finally:
-        sandbox.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return serve_until_signalled(sandbox)
 
 
 if __name__ == "__main__":

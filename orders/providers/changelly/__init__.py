@@ -1,1 +1,9 @@
-"""Changelly Fiat API: status map now; signing, client and sandbox arrive with their issue."""
+"""Changelly Fiat API (off-ramp sell orders): signing, status map, API client, adapter, sandbox.
+
+``signing``: RSA-SHA256 request signatures over the URL as sent plus the body as
+sent, and callback signatures over ``{"orderId": ...}`` only. ``client``: the
+signed calls (``GET /v1/orders``, ``POST /v1/sell/orders``) and their named
+errors. ``adapter``: callbacks as triggers, polls and backfills as the truth,
+order creation. ``sandbox``: a loopback fake of the API for tests and dev runs.
+Facts and doc bugs (C-1..C-9): ``reference/providers.md`` section 3.
+"""

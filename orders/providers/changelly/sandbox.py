@@ -1,0 +1,710 @@
+"""A real HTTP fake of the Changelly Fiat API (sell side), for tests and local development.
+
+It serves, on 127.0.0.1 only, what the client uses and what Changelly's sandbox
+offers: ``POST /v1/sell/orders``, ``GET /v1/orders`` (filters ``orderId``,
+``externalOrderId``, ``externalUserId``, ``status``, ``startDate``/``endDate`` on
+``createdAt``, ``offset``/``limit`` 1..100; a filter may also be written
+``name[]``/``name[0]``, doc bug C-6), ``PATCH /v1/sandbox/order/{orderId}``
+(``{"status": ...}``: change the status and send a callback) and
+``/v1/sandbox/order/{orderId}/resend-callback`` (POST, and GET as its cURL
+sample has it, doc bug C-5). Every ``/v1`` call must carry our ``X-Api-Key`` and
+an ``X-Api-Signature`` over the full URL as sent (from the ``Host`` header and
+the request-target) plus the body as sent, ``{}`` without one; anything else is
+401 ``unauthorized``. Errors use Changelly's schema ``{errorType, errorMessage,
+errorDetails}``. ``response_shape`` picks the ``GET /v1/orders`` answer: the
+documented ``{orders, limit, offset, total}`` object or the sample's top-level
+array (C-6).
+
+Callbacks go to ``callback_url`` with the documented body fields and an
+``X-Callback-Signature`` over ``{"orderId":"<id>"}`` only, made with the
+sandbox's callback key (its public half: ``callback_public_key``, PKCS#1 PEM in
+``callback_public_key_pem``). Orders are keyed by ``externalOrderId`` for the
+switches, ``deliveries`` and ``truth()``; the Python API also accepts the
+``orderId``. The kit's switches apply (``drop``, ``drop_rate`` + ``seed``,
+``duplicate``, ``delay``, ``reorder`` + ``flush``; global or per order), plus
+``rate_limit`` (global: answer the next N ``/v1`` calls with 429 and
+``Retry-After: <retry_after>``), ``retry_after`` (seconds), ``detail_delay`` and
+``detail_fail`` (``GET /v1/orders`` waits, or answers 503 ``unavailable``; per
+order when the call names one order). Nothing personal (IP, user agent,
+addresses) is logged. A control API under ``/sandbox/`` mirrors the Python API.
+
+Run it: ``python -m orders.providers.changelly.sandbox --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import hmac
+import ipaddress
+import logging
+import math
+import os
+import re
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any, Self
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+from orders.providers import sandboxkit
+from orders.providers.changelly import signing
+from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH
+from orders.providers.sandboxkit import Reply, Request, SandboxKit, compact, parse_object
+
+STATUSES = ("created", "pending", "hold", "complete", "failed", "refunded", "expired")
+INITIAL_STATUS = "created"
+SHAPES = ("object", "array")
+SANDBOX_ORDER_PREFIX = "/v1/sandbox/order/"
+MAX_ID = 128
+MAX_RATE_LIMIT = 1000
+MIN_AMOUNT = Decimal("0.0001")
+MAX_AMOUNT = Decimal("1000000")
+# Fixed fake rates (fiat per unit of crypto) and fee for payoutAmount.
+RATES = {"BTC": Decimal("60000"), "ETH": Decimal("3000"), "USDT": Decimal("1"), "USDC": Decimal("1")}
+FEE = Decimal("0.02")
+
+SELL_REQUIRED = (
+    "externalOrderId",
+    "externalUserId",
+    "providerCode",
+    "currencyFrom",
+    "currencyTo",
+    "amountFrom",
+    "country",
+)
+SELL_OPTIONAL = ("state", "ip", "refundAddress", "paymentMethod", "userAgent", "metadata")
+LIST_FILTERS = ("orderId", "externalOrderId", "externalUserId", "status")
+LIST_SCALARS = ("startDate", "endDate", "offset", "limit")
+_FILTER_NAME = re.compile(r"^(?P<name>[A-Za-z]+)(?:\[\d*\])?$")
+
+# Beyond the kit's common switches (drop, drop_rate, seed, duplicate, delay, reorder).
+EXTRA_SWITCHES: dict[str, Any] = {
+    "rate_limit": 0,
+    "retry_after": 1.0,
+    "detail_delay": 0.0,
+    "detail_fail": False,
+}
+_GLOBAL_ONLY = frozenset({"rate_limit", "retry_after"})
+
+
+class _Body(bytes):
+    """A reply body that carries extra response headers (the kit sends only its own)."""
+
+    headers: Mapping[str, str]
+
+    def __new__(cls, data: bytes, headers: Mapping[str, str]) -> _Body:
+        body = super().__new__(cls, data)
+        body.headers = dict(headers)
+        return body
+
+
+class _Handler(sandboxkit._Handler):
+    """The kit's handler plus the headers a ``_Body`` carries (``Retry-After``)."""
+
+    _extra: Mapping[str, str] = {}
+
+    def _send(self, status: int, payload: Any) -> None:
+        self._extra = getattr(payload, "headers", {}) if isinstance(payload, _Body) else {}
+        super()._send(status, payload)
+
+    def end_headers(self) -> None:
+        for name, value in self._extra.items():
+            self.send_header(name, value)
+        self._extra = {}
+        super().end_headers()
+
+
+class ChangellySandbox(SandboxKit):
+    """An in-memory Changelly Fiat API on 127.0.0.1. Thread-safe; see the module docstring."""
+
+    name = "changelly"
+    extra_switches = EXTRA_SWITCHES
+
+    def __init__(
+        self,
+        *,
+        api_key: str,
+        partner_public_key: RSAPublicKey,
+        callback_private_key: RSAPrivateKey | None = None,
+        callback_url: str | None = None,
+        response_shape: str = "object",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
+        if not isinstance(api_key, str) or not api_key:
+            raise ValueError("api_key must be a non-empty string")
+        if not isinstance(partner_public_key, RSAPublicKey):
+            raise TypeError("partner_public_key must be an RSA public key")
+        if callback_private_key is not None and not isinstance(callback_private_key, RSAPrivateKey):
+            raise TypeError("callback_private_key must be an RSA private key")
+        if response_shape not in SHAPES:
+            raise ValueError(f"response_shape must be one of {', '.join(SHAPES)}")
+        super().__init__(callback_url=callback_url, host=host, port=port)
+        self.api_key = api_key
+        self.partner_public_key = partner_public_key
+        self.response_shape = response_shape
+        self._callback_private_key = callback_private_key or rsa.generate_private_key(
+            public_exponent=65537, key_size=2048
+        )
+        self._ids: dict[str, str] = {}  # orderId -> externalOrderId
+
+    def start(self) -> Self:
+        super().start()
+        assert self._server is not None
+        # The kit's handler sends no extra headers; ours adds Retry-After to a 429.
+        self._server.RequestHandlerClass = _Handler
+        return self
+
+    @property
+    def callback_public_key(self) -> RSAPublicKey:
+        return self._callback_private_key.public_key()
+
+    @property
+    def callback_public_key_pem(self) -> bytes:
+        """PKCS#1 ``RSA PUBLIC KEY`` PEM, the form Changelly hands its callback key out in."""
+        return signing.public_key_pem(self.callback_public_key)
+
+    # -- orders (Python API)
+
+    def create_order(
+        self,
+        external_order_id: str,
+        *,
+        amount_from: str | float = "0.01",
+        currency_from: str = "BTC",
+        currency_to: str = "EUR",
+        external_user_id: str = "sandbox-user",
+        provider_code: str = "moonpay",
+        country: str = "DE",
+        created_at: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Create a sell order at ``created`` directly (no request signature, no callback);
+        the order as ``GET /v1/orders`` serves it, ``orderId`` included."""
+        request = {
+            "externalOrderId": external_order_id,
+            "externalUserId": external_user_id,
+            "providerCode": provider_code,
+            "currencyFrom": currency_from,
+            "currencyTo": currency_to,
+            "amountFrom": amount_from,
+            "country": country,
+        }
+        problem = _check_sell(request)
+        if problem is not None:
+            raise ValueError(problem[1])
+        if created_at is not None and created_at.tzinfo is None:
+            raise ValueError("created_at must be timezone-aware")
+        order = _new_order(request, created_at or datetime.now(UTC))
+        return self._insert(order)
+
+    def advance(self, order_id: str, status: str) -> dict[str, Any]:
+        """Move an order (``externalOrderId`` or ``orderId``) to ``status``, in any order, and
+        send its callback subject to the switches. KeyError: unknown order; ValueError: status."""
+        if status not in STATUSES:
+            raise ValueError(f"unknown status {status!r}; known: {', '.join(STATUSES)}")
+        with self._lock:
+            external = self._resolve(order_id)
+            order = self._orders[external]
+            _apply_status(order, status)
+            self.log.info("order %s -> %s", external, status)
+            self._emit_locked(external)
+            return copy.deepcopy(order)
+
+    def resend(self, order_id: str) -> dict[str, Any]:
+        """Send the order's callback again, at its present status. KeyError when unknown."""
+        with self._lock:
+            external = self._resolve(order_id)
+            self._emit_locked(external)
+            return copy.deepcopy(self._orders[external])
+
+    def truth(self) -> dict[str, str]:
+        """Every order's present status, ``externalOrderId`` -> status."""
+        with self._lock:
+            return {oid: order["status"] for oid, order in self._orders.items()}
+
+    def order(self, order_id: str) -> dict[str, Any]:
+        """The order (by ``externalOrderId`` or ``orderId``). Raises KeyError when unknown."""
+        with self._lock:
+            return copy.deepcopy(self._orders[self._resolve(order_id)])
+
+    def set_switches(
+        self, order_id: str | None = None, *, reset: bool = False, **switches: Any
+    ) -> dict[str, Any]:
+        if order_id is not None and _GLOBAL_ONLY & set(switches):
+            raise ValueError(f"{', '.join(sorted(_GLOBAL_ONLY & set(switches)))}: global switches only")
+        if order_id is not None:
+            with self._lock:
+                order_id = self._ids.get(order_id, order_id)
+        return super().set_switches(order_id, reset=reset, **switches)
+
+    def _check_switch(self, name: str, value: Any) -> Any:
+        if name == "rate_limit":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RATE_LIMIT:
+                raise ValueError(f"rate_limit: expected an integer 0..{MAX_RATE_LIMIT}")
+            return value
+        return super()._check_switch(name, value)
+
+    def _check_steps(self, steps: list[Any]) -> None:
+        unknown = [s for s in steps if s not in STATUSES]
+        if unknown:
+            raise ValueError(f"unknown statuses: {', '.join(map(str, unknown))}")
+
+    # -- internals: orders and callbacks
+
+    def _resolve(self, order_id: str) -> str:
+        with self._lock:
+            if order_id in self._orders:
+                return order_id
+            if order_id in self._ids:
+                return self._ids[order_id]
+        raise KeyError(order_id)
+
+    def _insert(self, order: dict[str, Any]) -> dict[str, Any]:
+        external = order["externalOrderId"]
+        with self._lock:
+            if external in self._orders:
+                raise ValueError(f"duplicate externalOrderId {external!r}")
+            self._orders[external] = order
+            self._ids[order["orderId"]] = external
+            self.log.info("order %s created at %s", external, order["status"])
+            return copy.deepcopy(order)
+
+    def _emit_locked(self, external: str) -> None:
+        order = self._orders[external]
+        signature = signing.sign_callback(order["orderId"], self._callback_private_key)
+        self._send_callback(
+            external,
+            order["status"],
+            compact(order),
+            headers={signing.CALLBACK_SIGNATURE_HEADER: signature},
+        )
+
+    # -- internals: HTTP
+
+    def _handle(self, request: Request) -> Reply:
+        if not request.path.startswith("/v1/"):
+            return _error(404, "notFound", "Not found")
+        limited = self._take_rate_limit()
+        if limited is not None:
+            return limited
+        if not self._authentic(request):
+            return _error(401, "unauthorized", "Unauthorized")
+        if request.path == SELL_ORDERS_PATH:
+            if request.method != "POST":
+                return _error(405, "validation", "Method not allowed")
+            return self._api_create(request.raw)
+        if request.path == ORDERS_PATH:
+            if request.method != "GET":
+                return _error(405, "validation", "Method not allowed")
+            return self._api_list(request)
+        if request.path.startswith(SANDBOX_ORDER_PREFIX):
+            return self._api_sandbox(request)
+        return _error(404, "notFound", "Not found")
+
+    def _take_rate_limit(self) -> Reply | None:
+        with self._lock:
+            left = self._switches["rate_limit"]
+            if left <= 0:
+                return None
+            self._switches["rate_limit"] = left - 1
+            retry_after = self._switches["retry_after"]
+        self.log.info("answering 429 by switch (%d left)", left - 1)
+        body = compact(_error_body("tooManyRequests", "Too many requests"))
+        return 429, _Body(body, {"Retry-After": str(math.ceil(retry_after))})
+
+    def _authentic(self, request: Request) -> bool:
+        key = request.headers.get(signing.API_KEY_HEADER) or ""
+        signature = request.headers.get(signing.SIGNATURE_HEADER) or ""
+        host = request.headers.get("Host") or f"{self.host}:{self.port}"
+        url = f"http://{host}{request.target}"
+        key_ok = hmac.compare_digest(key.encode("utf-8"), self.api_key.encode("utf-8"))
+        signed = signing.verify_request(url, request.raw or None, signature, self.partner_public_key)
+        if not (key_ok and signed):
+            self.log.info(
+                "%s %s refused: %s",
+                request.method,
+                request.path,
+                "bad key" if not key_ok else "bad signature",
+            )
+        return key_ok and signed
+
+    def _api_create(self, raw: bytes) -> Reply:
+        body = parse_object(raw)
+        if body is None:
+            return _error(400, "validation", "Body must be a JSON object")
+        problem = _check_sell(body)
+        if problem is not None:
+            kind, message, cause = problem
+            details = [{"cause": cause[0], "value": cause[1]}] if cause else None
+            return _error(400, kind, message, details)
+        order = _new_order(body, datetime.now(UTC))
+        try:
+            self._insert(order)
+        except ValueError:
+            return _error(400, "validation", "externalOrderId already used")
+        answer: dict[str, Any] = {
+            "redirectUrl": order["redirectUrl"],
+            "orderId": order["orderId"],
+            "externalUserId": order["externalUserId"],
+            "externalOrderId": order["externalOrderId"],
+            "providerCode": order["providerCode"],
+            "currencyFrom": order["currencyFrom"],
+            "currencyTo": order["currencyTo"],
+            # The create answer has amountFrom as a number (seed S3 sample; doc bug C-2).
+            "amountFrom": _js_number(order["amountFrom"]),
+        }
+        for name in ("country", *SELL_OPTIONAL):
+            answer[name] = order.get(name)
+        answer["createdAt"] = order["createdAt"]
+        return 200, answer
+
+    def _api_list(self, request: Request) -> Reply:
+        filters: dict[str, set[str]] = {}
+        for key, values in request.query.items():
+            match = _FILTER_NAME.match(key)
+            name = match.group("name") if match else key
+            if name in LIST_FILTERS:
+                filters.setdefault(name, set()).update(values)
+            elif name not in LIST_SCALARS or key != name:
+                return _error(400, "validation", f"Unknown query parameter {key[:64]}")
+        try:
+            start = _query_date(request.arg("startDate"), "startDate")
+            end = _query_date(request.arg("endDate"), "endDate")
+            offset = _query_int(request.arg("offset"), "offset", 0, 0, 10**9)
+            limit = _query_int(request.arg("limit"), "limit", MAX_LIMIT, 1, MAX_LIMIT)
+        except ValueError as exc:
+            return _error(400, "validation", str(exc))
+        named = self._named_order(filters)
+        switches = self._effective(named)
+        if switches["detail_delay"] > 0:
+            self._stopping.wait(switches["detail_delay"])
+        if switches["detail_fail"]:
+            self.log.info("GET %s: failing by switch (503)", ORDERS_PATH)
+            return _error(503, "unavailable", "Service unavailable")
+        with self._lock:
+            found = [
+                copy.deepcopy(o)
+                for o in self._orders.values()
+                if all(str(o.get(name)) in wanted for name, wanted in filters.items())
+                and (start is None or _parse_time(o["createdAt"]) >= start)
+                and (end is None or _parse_time(o["createdAt"]) <= end)
+            ]
+        found.sort(key=lambda o: (o["createdAt"], o["orderId"]))
+        page = found[offset : offset + limit]
+        if self.response_shape == "array":
+            return 200, page
+        return 200, {"orders": page, "limit": limit, "offset": offset, "total": len(found)}
+
+    def _named_order(self, filters: Mapping[str, set[str]]) -> str | None:
+        """The externalOrderId when the filters name exactly one order (for per-order switches)."""
+        for name in ("orderId", "externalOrderId"):
+            values = filters.get(name)
+            if values and len(values) == 1:
+                try:
+                    return self._resolve(next(iter(values)))
+                except KeyError:
+                    return None
+        return None
+
+    def _api_sandbox(self, request: Request) -> Reply:
+        rest = request.path[len(SANDBOX_ORDER_PREFIX) :].split("/")
+        match (request.method, rest):
+            case ("PATCH", [order_id]) if order_id:
+                body = parse_object(request.raw)
+                status = body.get("status") if body is not None else None
+                if status not in STATUSES:
+                    return _error(
+                        400,
+                        "validation",
+                        "status must be one of " + ", ".join(STATUSES),
+                        [{"cause": "status", "value": str(status)[:64]}],
+                    )
+                if not self._is_order_id(order_id):
+                    return _error(404, "notFound", "Order not found")
+                return 200, self.advance(order_id, status)
+            case ("POST" | "GET", [order_id, "resend-callback"]) if order_id:
+                if not self._is_order_id(order_id):
+                    return _error(404, "notFound", "Order not found")
+                order = self.resend(order_id)
+                return 200, {"orderId": order["orderId"], "status": order["status"]}
+        return _error(404, "notFound", "Not found")
+
+    def _is_order_id(self, order_id: str) -> bool:
+        with self._lock:
+            return order_id in self._ids
+
+    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
+        match (method, parts):
+            case ("GET", ["orders"]):
+                return 200, {"orders": self.truth()}
+            case ("POST", ["orders"]):
+                try:
+                    order = self.create_order(
+                        body.get("externalOrderId"),  # type: ignore[arg-type]
+                        amount_from=body.get("amountFrom", "0.01"),
+                        currency_from=body.get("currencyFrom", "BTC"),
+                        currency_to=body.get("currencyTo", "EUR"),
+                    )
+                except ValueError as exc:
+                    return 400, {"error": str(exc)}
+                return 200, order
+            case ("GET", ["orders", order_id]):
+                try:
+                    return 200, self.order(order_id)
+                except KeyError:
+                    return 404, {"error": "unknown order"}
+            case ("POST", ["orders", order_id, "advance"]):
+                status = body.get("status")
+                if status not in STATUSES:
+                    return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
+                try:
+                    return 200, self.advance(order_id, status)
+                except KeyError:
+                    return 404, {"error": "unknown order"}
+            case ("GET", ["public-key"]):
+                return 200, {"pem": self.callback_public_key_pem.decode("ascii")}
+        return None
+
+
+# -- helpers
+
+
+def _error_body(kind: str, message: str, details: list[dict[str, str]] | None = None) -> dict[str, Any]:
+    return {"errorType": kind, "errorMessage": message, "errorDetails": details}
+
+
+def _error(status: int, kind: str, message: str, details: list[dict[str, str]] | None = None) -> Reply:
+    return status, _error_body(kind, message, details)
+
+
+def _decimal(value: Any) -> Decimal | None:
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return None
+    try:
+        d = Decimal(str(value).strip())
+    except InvalidOperation:
+        return None
+    return d if d.is_finite() else None
+
+
+def _check_sell(body: Mapping[str, Any]) -> tuple[str, str, tuple[str, str] | None] | None:
+    """(errorType, message, (cause, value) or None) for a refused sell order, or None."""
+    missing = [
+        n
+        for n in SELL_REQUIRED
+        if n != "amountFrom" and (not isinstance(body.get(n), str) or not body.get(n))
+    ]
+    if missing:
+        return "validation", f"Missing or invalid: {', '.join(missing)}", (missing[0], "required")
+    unknown = sorted(set(body) - set(SELL_REQUIRED) - set(SELL_OPTIONAL))
+    if unknown:
+        return (
+            "validation",
+            f"Unknown fields: {', '.join(u[:64] for u in unknown[:5])}",
+            (unknown[0][:64], "unknown"),
+        )
+    for name in SELL_OPTIONAL:
+        value = body.get(name)
+        if value is not None and not isinstance(value, dict if name == "metadata" else str):
+            return "validation", f"Invalid {name}", (name, "invalid")
+    if len(body["externalOrderId"]) > MAX_ID or len(body["externalUserId"]) > MAX_ID:
+        return "validation", "Id too long", ("externalOrderId", str(MAX_ID))
+    if not re.fullmatch(r"[A-Z]{2}", body["country"]):
+        return "validation", "Invalid country", ("country", "ISO 3166-1 alpha-2")
+    if body["country"] == "US" and not body.get("state"):
+        return "state", "State is required for the US", None
+    ip = body.get("ip")
+    if ip is not None:
+        try:
+            ipaddress.ip_address(ip)
+        except ValueError:
+            return "validation", "Invalid ip", ("ip", "invalid")
+    for name in ("currencyFrom", "currencyTo"):
+        if not re.fullmatch(r"[A-Z0-9][A-Z0-9_-]{0,31}", body[name]):
+            return "currency", f"Invalid {name}", (name, "invalid")
+    amount = _decimal(body.get("amountFrom"))
+    if amount is None:
+        return "validation", "Invalid amountFrom", ("amountFrom", "invalid")
+    if amount < MIN_AMOUNT:
+        return "limits", "Limits error", ("min", format(MIN_AMOUNT, "f"))
+    if amount > MAX_AMOUNT:
+        return "limits", "Limits error", ("max", format(MAX_AMOUNT, "f"))
+    return None
+
+
+def _js_number(text: str) -> int | float:
+    """A decimal string as a JSON number, integral ones without ``.0`` (as Node writes them)."""
+    d = Decimal(text)
+    return int(d) if d == d.to_integral_value() else float(d)
+
+
+def _js_time(moment: datetime) -> str:
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _parse_time(text: str) -> datetime:
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
+def _query_date(value: str | None, name: str) -> datetime | None:
+    if value is None:
+        return None
+    try:
+        return _parse_time(value)
+    except ValueError:
+        raise ValueError(f"{name} must be an ISO 8601 date-time") from None
+
+
+def _query_int(value: str | None, name: str, default: int, low: int, high: int) -> int:
+    if value is None:
+        return default
+    if not re.fullmatch(r"\d{1,10}", value) or not low <= int(value) <= high:
+        raise ValueError(f"{name} must be an integer {low}..{high}")
+    return int(value)
+
+
+def _new_order(request: Mapping[str, Any], created_at: datetime) -> dict[str, Any]:
+    order_id = str(uuid.uuid4())
+    amount = _decimal(request["amountFrom"])
+    assert amount is not None
+    currency_from, currency_to = request["currencyFrom"], request["currencyTo"]
+    return {
+        "redirectUrl": f"https://fiat-sandbox.invalid/public/f2c/redirect/transactions/{order_id}/provider",
+        "orderId": order_id,
+        "status": INITIAL_STATUS,
+        "externalUserId": request["externalUserId"],
+        "externalOrderId": request["externalOrderId"],
+        "providerCode": request["providerCode"],
+        "currencyFrom": currency_from,
+        "currencyTo": currency_to,
+        # As a string, as the callback sample has it (doc bug C-2).
+        "amountFrom": format(amount.normalize(), "f"),
+        "country": request["country"],
+        "state": request.get("state"),
+        "ip": request.get("ip"),
+        "refundAddress": request.get("refundAddress"),
+        "paymentMethod": request.get("paymentMethod"),
+        "userAgent": request.get("userAgent"),
+        "metadata": request.get("metadata"),
+        "createdAt": _js_time(created_at),
+        "payinAmount": format(amount.normalize(), "f"),
+        "payoutAmount": "0",
+        "payinCurrency": currency_from,
+        "payoutCurrency": currency_to,
+        "transactionHash": None,
+    }
+
+
+def _apply_status(order: dict[str, Any], status: str) -> None:
+    order["status"] = status
+    if status in ("pending", "hold", "complete") and order["payoutAmount"] == "0":
+        rate = RATES.get(order["currencyFrom"], Decimal("1"))
+        payout = (Decimal(order["amountFrom"]) * rate * (1 - FEE)).quantize(Decimal("0.01"), ROUND_DOWN)
+        order["payoutAmount"] = format(payout, "f")
+    if status in ("pending", "hold", "complete") and order["transactionHash"] is None:
+        order["transactionHash"] = hashlib.sha256(f"{order['orderId']}|tx".encode()).hexdigest()
+
+
+# -- keys and CLI
+
+
+def load_or_create_callback_key(key_dir: Path) -> RSAPrivateKey:
+    """The callback key from ``key_dir/callback_private.pem`` (PKCS#1), created (2048 bits,
+    mode 0600) when absent; ``callback_public.pem`` (PKCS#1) is (re)written next to it."""
+    key_dir.mkdir(parents=True, exist_ok=True)
+    private_path = key_dir / "callback_private.pem"
+    public_path = key_dir / "callback_public.pem"
+    if private_path.exists():
+        key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+        if not isinstance(key, RSAPrivateKey):
+            raise ValueError(f"{private_path} is not an RSA private key")
+    else:
+        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(signing.private_key_pem(key))
+    public_pem = signing.public_key_pem(key.public_key())
+    if not public_path.exists() or public_path.read_bytes() != public_pem:
+        public_path.write_bytes(public_pem)
+    return key
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m orders.providers.changelly.sandbox",
+        description="A fake Changelly Fiat API on 127.0.0.1 (orders in memory; control API under /sandbox/).",
+    )
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
+    p.add_argument("--callback-url", default=None, help="where callbacks are POSTed (loopback only)")
+    p.add_argument("--api-key", required=True, help="the X-Api-Key to expect")
+    p.add_argument(
+        "--partner-public-key", required=True, metavar="PATH", help="PEM of the partner's public key"
+    )
+    p.add_argument(
+        "--callback-key-dir",
+        default=None,
+        metavar="DIR",
+        help="keep the callback key pair here (callback_private.pem, callback_public.pem); reused across restarts",
+    )
+    p.add_argument("--response-shape", choices=SHAPES, default="object", help="GET /v1/orders answer shape")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        partner_key = serialization.load_pem_public_key(Path(args.partner_public_key).read_bytes())
+        if not isinstance(partner_key, RSAPublicKey):
+            raise ValueError("not an RSA public key")
+        callback_key = (
+            load_or_create_callback_key(Path(args.callback_key_dir)) if args.callback_key_dir else None
+        )
+        sandbox = ChangellySandbox(
+            api_key=args.api_key,
+            partner_public_key=partner_key,
+            callback_private_key=callback_key,
+            callback_url=args.callback_url,
+            response_shape=args.response_shape,
+            port=args.port,
+        )
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"changelly sandbox: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: Any) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        try:
+            sandbox.start()
+        except OSError as exc:
+            print(f"changelly sandbox: cannot listen on {args.port}: {exc}", file=sys.stderr)
+            return 2
+        print(f"changelly sandbox listening on {sandbox.url}", flush=True)
+        while not stop.wait(0.5):
+            continue
+    finally:
+        sandbox.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
