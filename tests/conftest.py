@@ -12,22 +12,29 @@
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from redis import Redis
 from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
 
-from config import AlixPaySettings, Named, PollPolicy
+from config import AlixPaySettings, ChangellySettings, Named, PollPolicy, Settings
 from orders.migrate import upgrade
 from orders.providers.alixpay.sandbox import AlixSandbox
+from orders.providers.changelly.sandbox import ChangellySandbox
+from receiver import create_app
 from workers.localredis import PrivateRedis
+from workers.runtime import Runtime
+from workers.worker import make_worker
 
 POSTGRES_URL = os.environ.get("RAMPWATCH_TEST_POSTGRES_URL")
 DB_PARAMS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
@@ -108,11 +115,17 @@ class Keys:
     alix: KeyPair  # AliX's: signs IPNs and answers
     alix_old: KeyPair  # AliX's previous key, for rotation tests
     partner: KeyPair  # ours: signs requests
+    changelly_callback: KeyPair  # Changelly's callback key
 
 
 @pytest.fixture(scope="session")
 def keys() -> Keys:
-    return Keys(alix=make_keypair(), alix_old=make_keypair(), partner=make_keypair())
+    return Keys(
+        alix=make_keypair(),
+        alix_old=make_keypair(),
+        partner=make_keypair(),
+        changelly_callback=make_keypair(),
+    )
 
 
 SECRET = "sk-partner-secret-0001"
@@ -158,3 +171,100 @@ def sandbox(keys: Keys) -> Iterator[AlixSandbox]:
         alix_private_key=keys.alix.private,
     ) as sb:
         yield sb
+
+
+CHANGELLY_API_KEY = "changelly-api-key-test"
+
+
+def changelly_settings(keys: Keys, base_url: str, *, timeout: float = 5.0) -> ChangellySettings:
+    return ChangellySettings(
+        api_key=CHANGELLY_API_KEY,
+        private_key=Named("CHANGELLY_PRIVATE_KEY", keys.partner.private),
+        callback_public_keys=(Named("CHANGELLY_CALLBACK_PUBLIC_KEY", keys.changelly_callback.public),),
+        base_url=base_url,
+        poll=PollPolicy(backoff=(1, 2, 5), horizon=3600),
+        timeout=timeout,
+        callback_poll_window=1,
+    )
+
+
+def changelly_env(keys: Keys, base_url: str) -> dict[str, str]:
+    return {
+        "CHANGELLY_API_KEY": CHANGELLY_API_KEY,
+        "CHANGELLY_PRIVATE_KEY": keys.partner.private_pem,
+        "CHANGELLY_CALLBACK_PUBLIC_KEY": keys.changelly_callback.public_pem,
+        "CHANGELLY_BASE_URL": base_url,
+        "CHANGELLY_CALLBACK_POLL_WINDOW": "1",
+    }
+
+
+@pytest.fixture
+def changelly_sandbox(keys: Keys) -> Iterator[ChangellySandbox]:
+    """The Changelly sandbox, verifying our ``keys.partner`` and signing callbacks
+    with ``keys.changelly_callback``."""
+    with ChangellySandbox(
+        api_key=CHANGELLY_API_KEY,
+        partner_public_key=keys.partner.public,
+        callback_private_key=keys.changelly_callback.private,
+    ) as sb:
+        yield sb
+
+
+E2E_TOKEN = "e2e-token-0123456789abcdef"
+
+
+@dataclass
+class Stack:
+    settings: Settings
+    runtime: Runtime
+    sandbox: AlixSandbox
+    changelly: ChangellySandbox
+    base: str
+    env: dict[str, str]
+
+    def api(self, method: str, path: str, **kw) -> requests.Response:
+        headers = {"Authorization": f"Bearer {E2E_TOKEN}"}
+        return requests.request(method, self.base + path, headers=headers, timeout=10, **kw)
+
+    def drain(self) -> None:
+        make_worker(self.runtime).work(burst=True, with_scheduler=True)
+
+
+@pytest.fixture
+def stack(
+    database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox, changelly_sandbox: ChangellySandbox
+) -> Iterator[Stack]:
+    """The whole service over real HTTP: the receiver on a loopback port, every
+    provider's sandbox posting callbacks to it, a Runtime for in-process workers
+    (``drain``), and ``env`` for the CLI."""
+    port = redis.connection_pool.connection_kwargs["port"]
+    settings = Settings(
+        database_url=database_url,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        api_token=E2E_TOKEN,
+        alixpay=alix_settings(keys, sandbox.url),
+        changelly=changelly_settings(keys, changelly_sandbox.url),
+    )
+    runtime = Runtime.build(settings, redis=redis)
+    token = runtime.install()
+    app = create_app(settings, redis=redis, store=runtime.store, adapters=runtime.adapters)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    sandbox.callback_url = f"{base}/webhooks/alixpay"
+    changelly_sandbox.callback_url = f"{base}/webhooks/changelly"
+    env = {
+        **alix_env(keys, sandbox.url),
+        **changelly_env(keys, changelly_sandbox.url),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": settings.redis_url,
+        "RAMPWATCH_API_E2E_TOKEN": E2E_TOKEN,
+        "ALIXPAY_POLL_BACKOFF": "1s,2s",
+    }
+    try:
+        yield Stack(settings, runtime, sandbox, changelly_sandbox, base, env)
+    finally:
+        server.shutdown()
+        token.var.reset(token)
+        runtime.store.engine.dispose()

@@ -12,28 +12,17 @@ import random
 import signal
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import requests
-from conftest import Keys, alix_env, alix_settings
-from redis import Redis
-from werkzeug.serving import make_server
+from conftest import Stack
 
-from config import Settings
-from orders.providers.alixpay.sandbox import AlixSandbox
 from orders.providers.alixpay.statuses import STATUS_MAP
-from receiver import create_app
 from workers import cli, jobs
-from workers.runtime import Runtime
-from workers.worker import make_worker
 
-TOKEN = "e2e-token-0123456789abcdef"
 LIFECYCLES = {
     "SUCCESS": ["PAYMENT_COMPLETED", "PROCESSING_TOKEN_TRANSFER", "SUCCESS"],
     "ERROR": ["PAYMENT_COMPLETED", "ERROR"],
@@ -42,54 +31,6 @@ LIFECYCLES = {
     "PAYMENT_COMPLETED": ["PAYMENT_COMPLETED"],
     "AWAITING_PAYMENT": [],
 }
-
-
-@dataclass
-class Stack:
-    settings: Settings
-    runtime: Runtime
-    sandbox: AlixSandbox
-    base: str
-    env: dict[str, str]
-
-    def api(self, method: str, path: str, **kw) -> requests.Response:
-        headers = {"Authorization": f"Bearer {TOKEN}"}
-        return requests.request(method, self.base + path, headers=headers, timeout=10, **kw)
-
-    def drain(self) -> None:
-        make_worker(self.runtime).work(burst=True, with_scheduler=True)
-
-
-@pytest.fixture
-def stack(database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox) -> Iterator[Stack]:
-    port = redis.connection_pool.connection_kwargs["port"]
-    settings = Settings(
-        database_url=database_url,
-        redis_url=f"redis://127.0.0.1:{port}/0",
-        api_token=TOKEN,
-        alixpay=alix_settings(keys, sandbox.url),
-    )
-    runtime = Runtime.build(settings, redis=redis)
-    token = runtime.install()
-    app = create_app(settings, redis=redis, store=runtime.store, adapters=runtime.adapters)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    sandbox.callback_url = f"{base}/webhooks/alixpay"
-    env = {
-        **alix_env(keys, sandbox.url),
-        "DATABASE_URL": database_url,
-        "REDIS_URL": settings.redis_url,
-        "RAMPWATCH_API_TOKEN": TOKEN,
-        "ALIXPAY_POLL_BACKOFF": "1s,2s",
-    }
-    try:
-        yield Stack(settings, runtime, sandbox, base, env)
-    finally:
-        server.shutdown()
-        token.var.reset(token)
-        runtime.store.engine.dispose()
 
 
 def create(stack: Stack, order_id: str, amount: int = 1_000_000) -> None:

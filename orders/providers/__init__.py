@@ -11,6 +11,7 @@ from config import PollPolicy, Settings
 from orders.providers.alixpay.adapter import AlixPayAdapter
 from orders.providers.alixpay.statuses import STATUS_MAP as ALIXPAY_STATUSES
 from orders.providers.base import ProviderAdapter
+from orders.providers.changelly.adapter import ChangellyAdapter
 from orders.providers.changelly.statuses import STATUS_MAP as CHANGELLY_STATUSES
 from orders.providers.fuspay.statuses import STATUS_MAP as FUSPAY_STATUSES
 from orders.states import StatusMap
@@ -18,6 +19,7 @@ from orders.states import StatusMap
 # slug -> factory taking (provider settings, requests session)
 PROVIDERS: Mapping[str, Callable[..., ProviderAdapter]] = {
     "alixpay": AlixPayAdapter,
+    "changelly": ChangellyAdapter,
 }
 
 STATUS_MAPS: Mapping[str, StatusMap] = {
