@@ -25,6 +25,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,6 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from workers.localredis import PrivateRedis, free_port
 
-DEMO_STEPS = ["PAYMENT_COMPLETED", "PROCESSING_TOKEN_TRANSFER", "SUCCESS"]
 PARTNER_CODE = "rampwatch-dev"
 SECRET = "dev-partner-secret"  # noqa: S105 - the local sandbox's, never a real one
 WEBHOOK_SECRET = "dev-webhook-secret"  # noqa: S105 - likewise
@@ -127,13 +127,128 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
     raise RuntimeError(f"{url} did not become ready within {timeout}s")
 
 
-def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
+@dataclass
+class Scenario:
+    """One demo order: created through the API, moved by its sandbox."""
+
+    provider: str
+    order_id: str
+    request: dict[str, Any]
+    steps: list[str]
+    sandbox: Any
+    drop_callbacks: bool = False
+    note: str = ""
+
+
+def _load_private(path: Path) -> Any:
+    return serialization.load_pem_private_key(path.read_bytes(), password=None)
+
+
+def _load_public(path: Path) -> Any:
+    return serialization.load_pem_public_key(path.read_bytes())
+
+
+def start_alixpay(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
     from orders.providers.alixpay.sandbox import AlixSandbox
 
+    ours, ours_public = _keypair(dev, "alixpay_partner")
+    theirs, theirs_public = _keypair(dev, "alixpay_sandbox")
+    sandbox = AlixSandbox(
+        partner_code=PARTNER_CODE,
+        secret_key=SECRET,
+        webhook_secret_key=WEBHOOK_SECRET,
+        partner_public_key=_load_public(ours_public),
+        alix_private_key=_load_private(theirs),
+        callback_url=f"{base}/webhooks/alixpay",
+    ).start()
+    say(f"AliX sandbox at {sandbox.url}, posting IPNs to {base}/webhooks/alixpay")
+    env.update(
+        ALIXPAY_PARTNER_CODE=PARTNER_CODE,
+        ALIXPAY_SECRET_KEY=SECRET,
+        ALIXPAY_WEBHOOK_SECRET_KEY=WEBHOOK_SECRET,
+        ALIXPAY_PRIVATE_KEY=str(ours),
+        ALIXPAY_PUBLIC_KEY=str(theirs_public),
+        ALIXPAY_BASE_URL=sandbox.url,
+        ALIXPAY_POLL_BACKOFF=env.get("ALIXPAY_POLL_BACKOFF", "2s,3s,5s,10s,30s"),
+        ALIXPAY_TIMEOUT="5",
+    )
+
+    def sell(order_id: str) -> dict[str, Any]:
+        return {
+            "externalOrderId": order_id,
+            "currency": "USDT",
+            "network": "TRC20",
+            "fiatAmount": 2500000,
+            "bankCode": "VCB",
+            "bankAccountNumber": "0123456789",
+            "bankAccountName": "NGUYEN VAN A",
+        }
+
+    steps = ["PAYMENT_COMPLETED", "PROCESSING_TOKEN_TRANSFER", "SUCCESS"]
+    return [
+        Scenario("alixpay", f"alix-{stamp}-ipn", sell(f"alix-{stamp}-ipn"), steps, sandbox),
+        Scenario(
+            "alixpay",
+            f"alix-{stamp}-dropped",
+            sell(f"alix-{stamp}-dropped"),
+            steps,
+            sandbox,
+            drop_callbacks=True,
+            note="all its IPNs will be dropped: only the reconciler can finish it",
+        ),
+    ]
+
+
+def start_changelly(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
+    from orders.providers.changelly.sandbox import ChangellySandbox
+
+    ours, ours_public = _keypair(dev, "changelly_partner")
+    theirs, theirs_public = _keypair(dev, "changelly_sandbox_callback")
+    api_key = "dev-changelly-api-key"
+    sandbox = ChangellySandbox(
+        api_key=api_key,
+        partner_public_key=_load_public(ours_public),
+        callback_private_key=_load_private(theirs),
+        callback_url=f"{base}/webhooks/changelly",
+    ).start()
+    say(f"Changelly sandbox at {sandbox.url}, posting callbacks to {base}/webhooks/changelly")
+    env.update(
+        CHANGELLY_API_KEY=api_key,
+        CHANGELLY_PRIVATE_KEY=str(ours),
+        CHANGELLY_CALLBACK_PUBLIC_KEY=str(theirs_public),
+        CHANGELLY_BASE_URL=sandbox.url,
+        CHANGELLY_CALLBACK_POLL_WINDOW="2",
+        CHANGELLY_POLL_BACKOFF=env.get("CHANGELLY_POLL_BACKOFF", "2s,3s,5s,10s,30s"),
+        CHANGELLY_TIMEOUT="5",
+    )
+    order_id = f"changelly-{stamp}"
+    request = {
+        "externalOrderId": order_id,
+        "externalUserId": "demo-user",
+        "providerCode": "moonpay",
+        "currencyFrom": "BTC",
+        "currencyTo": "EUR",
+        "amountFrom": "0.01",
+        "country": "DE",
+    }
+    return [
+        Scenario(
+            "changelly",
+            order_id,
+            request,
+            ["pending", "complete"],
+            sandbox,
+            note="its callbacks only trigger polls: the polls' answers are applied",
+        )
+    ]
+
+
+STARTERS = [start_alixpay, start_changelly]
+
+
+def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
     root = root or Path.cwd()
     dev = root / "var" / "dev"
-    partner_private, partner_public = _keypair(dev, "alixpay_partner")
-    alix_private, _ = _keypair(dev, "alixpay_sandbox")
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     redis_server = None
@@ -148,35 +263,18 @@ def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
     web_port = int(env.get("PORT") or free_port())
     token = env.get("RAMPWATCH_API_TOKEN") or secrets.token_urlsafe(24)
     base = f"http://127.0.0.1:{web_port}"
-
-    key = serialization.load_pem_private_key(alix_private.read_bytes(), password=None)
-    partner_key = serialization.load_pem_public_key(partner_public.read_bytes())
-    sandbox = AlixSandbox(
-        partner_code=PARTNER_CODE,
-        secret_key=SECRET,
-        webhook_secret_key=WEBHOOK_SECRET,
-        partner_public_key=partner_key,  # type: ignore[arg-type]
-        alix_private_key=key,  # type: ignore[arg-type]
-        callback_url=f"{base}/webhooks/alixpay",
-    )
-    sandbox.start()
-    say(f"AliX sandbox at {sandbox.url}, posting IPNs to {base}/webhooks/alixpay")
-    alix_public = dev / "alixpay_sandbox_public.pem"
     env.update(
         PORT=str(web_port),
         HOST="127.0.0.1",
         WEB_CONCURRENCY=env.get("WEB_CONCURRENCY", "2"),
         RAMPWATCH_API_TOKEN=token,
         RAMPWATCH_SWEEP_INTERVAL=env.get("RAMPWATCH_SWEEP_INTERVAL", "2"),
-        ALIXPAY_PARTNER_CODE=PARTNER_CODE,
-        ALIXPAY_SECRET_KEY=SECRET,
-        ALIXPAY_WEBHOOK_SECRET_KEY=WEBHOOK_SECRET,
-        ALIXPAY_PRIVATE_KEY=str(partner_private),
-        ALIXPAY_PUBLIC_KEY=str(alix_public),
-        ALIXPAY_BASE_URL=sandbox.url,
-        ALIXPAY_POLL_BACKOFF=env.get("ALIXPAY_POLL_BACKOFF", "2s,3s,5s,10s,30s"),
-        ALIXPAY_TIMEOUT="5",
     )
+    stamp = time.strftime("%H%M%S")
+    scenarios: list[Scenario] = []
+    for start in STARTERS:
+        scenarios += start(dev, base, env, stamp)
+    sandboxes = {id(s.sandbox): s.sandbox for s in scenarios}.values()
     procfile = read_procfile(root / "Procfile")
     sup = Supervisor(env)
     stop = threading.Event()
@@ -189,8 +287,8 @@ def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
             sup.start(name, procfile[name])
         wait_ready(f"{base}/readyz")
         say(f"web is ready at {base}")
-        status = demo(base, token, sandbox, sup)
-        print_howto(base, token, sandbox.url)
+        status = demo(base, token, scenarios, sup)
+        print_howto(base, token, scenarios[0].sandbox.url)
         if not exit_after_demo:
             say("serving; press Ctrl-C to stop")
             while not stop.is_set():
@@ -202,65 +300,56 @@ def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
     finally:
         say("stopping")
         sup.stop()
-        sandbox.stop()
+        for sandbox in sandboxes:
+            sandbox.stop()
         if redis_server:
             redis_server.stop()
     return status
 
 
-def demo(base: str, token: str, sandbox: Any, sup: Supervisor, timeout: float = 90.0) -> int:
+def demo(base: str, token: str, scenarios: list[Scenario], sup: Supervisor, timeout: float = 120.0) -> int:
     headers = {"Authorization": f"Bearer {token}"}
-    stamp = time.strftime("%H%M%S")
-    orders = {f"demo-{stamp}-ipn": False, f"demo-{stamp}-dropped": True}
-    for order_id, dropped in orders.items():
-        request = {
-            "externalOrderId": order_id,
-            "currency": "USDT",
-            "network": "TRC20",
-            "fiatAmount": 2500000,
-            "bankCode": "VCB",
-            "bankAccountNumber": "0123456789",
-            "bankAccountName": "NGUYEN VAN A",
-        }
-        resp = requests.post(f"{base}/api/orders/alixpay", json=request, headers=headers, timeout=10)
+    for sc in scenarios:
+        resp = requests.post(f"{base}/api/orders/{sc.provider}", json=sc.request, headers=headers, timeout=10)
         if resp.status_code != 201:
-            say(f"creating {order_id} failed: HTTP {resp.status_code} {resp.text[:300]}")
+            say(f"creating {sc.provider} {sc.order_id} failed: HTTP {resp.status_code} {resp.text[:300]}")
             return 1
         say(
-            f"created {order_id}: {resp.json()['status']}"
-            + ("  (all its IPNs will be dropped)" if dropped else "")
+            f"created {sc.provider} {sc.order_id}: {resp.json()['status']}"
+            + (f"  ({sc.note})" if sc.note else "")
         )
-        if dropped:
-            sandbox.set_switches(order_id=order_id, drop=True)
-        sandbox.autopilot(order_id, DEMO_STEPS, 1.5)
+        if sc.drop_callbacks:
+            sc.sandbox.set_switches(order_id=sc.order_id, drop=True)
+        sc.sandbox.autopilot(sc.order_id, sc.steps, 1.5)
     seen: dict[str, tuple[str, int]] = {}
+    views: dict[str, dict[str, Any]] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and not sup.dead():
-        done = True
-        for order_id in orders:
-            view = requests.get(f"{base}/api/orders/alixpay/{order_id}", headers=headers, timeout=5).json()
+        for sc in scenarios:
+            url = f"{base}/api/orders/{sc.provider}/{sc.order_id}"
+            view = views[sc.order_id] = requests.get(url, headers=headers, timeout=5).json()
             state = (view["status"], view["version"])
-            if seen.get(order_id) != state:
-                seen[order_id] = state
+            if seen.get(sc.order_id) != state:
+                seen[sc.order_id] = state
                 applied = [e for e in view["timeline"] if e["decision"] == "applied"]
                 via = applied[-1]["source"] if applied else "-"
                 say(
-                    f"{order_id}: {view['status']} (provider {view['provider_status']}, v{view['version']}, via {via})"
+                    f"{sc.provider} {sc.order_id}: {view['status']} "
+                    f"(provider {view['provider_status']}, v{view['version']}, via {via})"
                 )
-            done = done and view["status"] == "SUCCESS"
-        if done:
+        if all(v["status"] == "SUCCESS" for v in views.values()) and len(views) == len(scenarios):
             break
         time.sleep(0.5)
-    ok = all(state[0] == "SUCCESS" for state in seen.values()) and len(seen) == len(orders)
-    for order_id in orders:
-        view = requests.get(f"{base}/api/orders/alixpay/{order_id}", headers=headers, timeout=5).json()
-        sources = [
-            f"{e['provider_status'] or '(created)'}<-{e['source']}"
+    for sc in scenarios:
+        view = views.get(sc.order_id, {"timeline": []})
+        trail = [
+            f"{e['provider_status'] or ('(trigger)' if e['decision'] == 'recorded' else '(created)')}<-{e['source']}"
             for e in view["timeline"]
-            if e["decision"] == "applied"
+            if e["decision"] in ("applied", "recorded")
         ]
-        say(f"{order_id} applied: {', '.join(sources)}")
-    say("demo: both orders reached SUCCESS" if ok else f"demo: FAILED, last seen {json.dumps(seen)}")
+        say(f"{sc.provider} {sc.order_id}: {', '.join(trail)}")
+    ok = all(views.get(sc.order_id, {}).get("status") == "SUCCESS" for sc in scenarios)
+    say("demo: every order reached SUCCESS" if ok else f"demo: FAILED, last seen {json.dumps(seen)}")
     return 0 if ok else 1
 
 
