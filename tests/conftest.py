@@ -27,10 +27,11 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
-from config import AlixPaySettings, ChangellySettings, Named, PollPolicy, Settings
+from config import AlixPaySettings, ChangellySettings, FuspaySettings, Named, PollPolicy, Settings
 from orders.migrate import upgrade
 from orders.providers.alixpay.sandbox import AlixSandbox
 from orders.providers.changelly.sandbox import ChangellySandbox
+from orders.providers.fuspay.sandbox import FuspaySandbox
 from receiver import create_app
 from workers.localredis import PrivateRedis
 from workers.runtime import Runtime
@@ -210,6 +211,43 @@ def changelly_sandbox(keys: Keys) -> Iterator[ChangellySandbox]:
         yield sb
 
 
+FUSPAY_PARTNER_ID = "p176517"
+FUSPAY_PUBLIC = "pk_partner_test_0001"
+FUSPAY_SECRET = "sk_partner_test_0001"
+
+
+def fuspay_settings(
+    base_url: str, *, timeout: float = 5.0, callback_url: str | None = None
+) -> FuspaySettings:
+    return FuspaySettings(
+        partner_id=FUSPAY_PARTNER_ID,
+        public_keys=(Named("FUSPAY_PUBLIC_KEY", FUSPAY_PUBLIC),),
+        secret_keys=(Named("FUSPAY_SECRET_KEY", FUSPAY_SECRET),),
+        base_url=base_url,
+        callback_url=callback_url,
+        poll=PollPolicy(backoff=(1, 2, 5), horizon=3600),
+        timeout=timeout,
+    )
+
+
+def fuspay_env(base_url: str) -> dict[str, str]:
+    return {
+        "FUSPAY_PARTNER_ID": FUSPAY_PARTNER_ID,
+        "FUSPAY_PUBLIC_KEY": FUSPAY_PUBLIC,
+        "FUSPAY_SECRET_KEY": FUSPAY_SECRET,
+        "FUSPAY_BASE_URL": base_url,
+    }
+
+
+@pytest.fixture
+def fuspay_sandbox() -> Iterator[FuspaySandbox]:
+    """The Fuspay sandbox, signing events with HMAC-SHA512 over public+secret."""
+    with FuspaySandbox(
+        partner_id=FUSPAY_PARTNER_ID, public_key=FUSPAY_PUBLIC, secret_key=FUSPAY_SECRET
+    ) as sb:
+        yield sb
+
+
 E2E_TOKEN = "e2e-token-0123456789abcdef"
 
 
@@ -219,6 +257,7 @@ class Stack:
     runtime: Runtime
     sandbox: AlixSandbox
     changelly: ChangellySandbox
+    fuspay: FuspaySandbox
     base: str
     env: dict[str, str]
 
@@ -232,7 +271,12 @@ class Stack:
 
 @pytest.fixture
 def stack(
-    database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox, changelly_sandbox: ChangellySandbox
+    database_url: str,
+    redis: Redis,
+    keys: Keys,
+    sandbox: AlixSandbox,
+    changelly_sandbox: ChangellySandbox,
+    fuspay_sandbox: FuspaySandbox,
 ) -> Iterator[Stack]:
     """The whole service over real HTTP: the receiver on a loopback port, every
     provider's sandbox posting callbacks to it, a Runtime for in-process workers
@@ -244,6 +288,7 @@ def stack(
         api_token=E2E_TOKEN,
         alixpay=alix_settings(keys, sandbox.url),
         changelly=changelly_settings(keys, changelly_sandbox.url),
+        fuspay=fuspay_settings(fuspay_sandbox.url),
     )
     runtime = Runtime.build(settings, redis=redis)
     token = runtime.install()
@@ -254,7 +299,9 @@ def stack(
     base = f"http://127.0.0.1:{server.server_port}"
     sandbox.callback_url = f"{base}/webhooks/alixpay"
     changelly_sandbox.callback_url = f"{base}/webhooks/changelly"
+    fuspay_sandbox.callback_url = f"{base}/webhooks/fuspay"
     env = {
+        **fuspay_env(fuspay_sandbox.url),
         **alix_env(keys, sandbox.url),
         **changelly_env(keys, changelly_sandbox.url),
         "DATABASE_URL": database_url,
@@ -263,7 +310,7 @@ def stack(
         "ALIXPAY_POLL_BACKOFF": "1s,2s",
     }
     try:
-        yield Stack(settings, runtime, sandbox, changelly_sandbox, base, env)
+        yield Stack(settings, runtime, sandbox, changelly_sandbox, fuspay_sandbox, base, env)
     finally:
         server.shutdown()
         token.var.reset(token)

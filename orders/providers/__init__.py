@@ -13,6 +13,7 @@ from orders.providers.alixpay.statuses import STATUS_MAP as ALIXPAY_STATUSES
 from orders.providers.base import ProviderAdapter
 from orders.providers.changelly.adapter import ChangellyAdapter
 from orders.providers.changelly.statuses import STATUS_MAP as CHANGELLY_STATUSES
+from orders.providers.fuspay.adapter import FuspayAdapter
 from orders.providers.fuspay.statuses import STATUS_MAP as FUSPAY_STATUSES
 from orders.states import StatusMap
 
@@ -20,6 +21,7 @@ from orders.states import StatusMap
 PROVIDERS: Mapping[str, Callable[..., ProviderAdapter]] = {
     "alixpay": AlixPayAdapter,
     "changelly": ChangellyAdapter,
+    "fuspay": FuspayAdapter,
 }
 
 STATUS_MAPS: Mapping[str, StatusMap] = {

@@ -41,6 +41,10 @@ newest first; otherwise ``1 + duplicate`` copies are due after ``delay``. One
 background thread POSTs due callbacks in due-time order, one attempt each, and
 records ``(order_id, label, HTTP status or error name)`` in ``deliveries``.
 ``url=None`` means the sandbox's ``callback_url`` at delivery time.
+
+Helpers for sandboxes and their CLIs: ``compact`` (Node-style JSON bytes),
+``parse_object``, ``finite_number``, ``is_loopback_url`` / ``check_loopback_url``,
+and ``serve_until_signalled(sandbox)`` (start, print the URL, serve until SIGTERM).
 """
 
 from __future__ import annotations

@@ -1,1 +1,8 @@
-"""Fuspay Axis: status map now; signing, client and sandbox arrive with their issue."""
+"""Fuspay Axis (Instant Swap): sell (off-ramp) and buy (on-ramp) orders.
+
+``statuses`` places event names in the canonical lifecycle; ``signing`` holds the
+SHA-512 recipes (the real one is unpublished, doc bug F-7: a setting, with an
+``oracle`` mode); ``client`` calls GetOrder, FetchTransferStatus,
+InitiateSellOrder and the signing oracle; ``adapter`` turns callbacks and polls
+into Events; ``sandbox`` is a real HTTP fake of Axis for tests and development.
+"""

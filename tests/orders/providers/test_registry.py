@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
-from conftest import Keys, alix_settings, changelly_settings
+from conftest import Keys, alix_settings, changelly_settings, fuspay_settings
 
 from config import Settings
 from orders.providers import PROVIDERS, STATUS_MAPS, build_adapters
@@ -20,6 +20,7 @@ def test_registered_adapters_conform(slug: str, keys: Keys) -> None:
         redis_url="redis://x",
         alixpay=alix_settings(keys, "http://127.0.0.1:9"),
         changelly=changelly_settings(keys, "http://127.0.0.1:9"),
+        fuspay=fuspay_settings("http://127.0.0.1:9"),
     )
     adapter = build_adapters(settings)[slug]
     assert isinstance(adapter, ProviderAdapter)

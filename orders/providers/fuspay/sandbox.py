@@ -1,0 +1,637 @@
+"""A real HTTP fake of Fuspay Axis, for tests and local development.
+
+It speaks the endpoints rampwatch uses over the shared ``sandboxkit`` server on
+127.0.0.1: ``POST /Axis/InitiateSellOrder/``, ``GET /Axis/GetOrder/``,
+``GET /Axis/FetchTransferStatus`` and the signing oracle
+``POST /PartnerP2P/SignRequestSha512/``. Each checks ``Authorization: Bearer
+<secret key>`` and ``x-partner-id`` (401 ``{error: true, message, data: null}``
+otherwise). Creating a sell order emits ``event.sell.init`` to the order's
+``partner_callback_url``; ``advance`` moves an order through its events, updating
+payment sub-statuses and the payout as Fuspay would, and emits each event.
+
+Event bodies follow the field order of the seed samples (providers.md 2.3; the
+buy body is constructed from the reference, no sample exists) and are sent as
+``JSON.stringify`` would send them, signed by the sandbox's ``recipe`` over the
+body less ``signature`` with the key material of ``key_mode``: the settings
+rampwatch must match (doc bug F-7). The oracle signs by the same recipe with
+whatever ``secret`` it is given, as Fuspay's does.
+
+``getorder_shape="event"`` answers GetOrder with the order including its
+``event_name``; ``"statuses"`` leaves the event name out, so that the poller must
+derive the status from the payment sub-statuses (GetOrder's data is undocumented,
+doc bug F-10). Fault switches (the kit's, plus ``detail_delay`` and
+``detail_fail`` for GetOrder and FetchTransferStatus) work globally or per order.
+Personal data is never logged.
+
+Run it: ``python -m orders.providers.fuspay.sandbox --help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import hashlib
+import hmac
+import logging
+import sys
+from collections.abc import Mapping, Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from orders.providers.fuspay import signing
+from orders.providers.fuspay.client import GET_ORDER_PATH, ORACLE_PATH, SELL_ORDER_PATH, TRANSFER_STATUS_PATH
+from orders.providers.jsformat import js_stringify
+from orders.providers.sandboxkit import (
+    Reply,
+    Request,
+    SandboxKit,
+    check_loopback_url,
+    finite_number,
+    is_loopback_url,
+    parse_object,
+    serve_until_signalled,
+)
+
+SELL_EVENTS = (
+    "event.sell.init",
+    "event.sell.received.crypto",
+    "event.sell.received.fiat_kyc_error",
+    "event.sell.credited.fiat",
+    "event.sell.error",
+    "sell.event.close",
+)
+BUY_EVENTS = ("event.buy.init", "event.buy.received.fiat", "event.buy.credited.crypto", "event.buy.error")
+EVENTS = {"sell": SELL_EVENTS, "buy": BUY_EVENTS}
+GETORDER_SHAPES = ("event", "statuses")
+
+# event -> (fiat_payment_status, crypto_payment_status, payout status); None keeps the value.
+EFFECTS: Mapping[str, tuple[str | None, str | None, str | None]] = {
+    "event.sell.init": ("PENDING", "PENDING", None),
+    "event.sell.received.crypto": ("STARTED", "PAID", "PENDING"),
+    "event.sell.received.fiat_kyc_error": ("STARTED", "PAID", "PENDING"),
+    "event.sell.credited.fiat": ("PAID", "PAID", "SUCCESSFUL"),
+    "event.sell.error": ("CANCELED", None, "FAILED"),
+    "sell.event.close": ("CANCELED", None, "FAILED"),
+    "event.buy.init": ("PENDING", "PENDING", None),
+    "event.buy.received.fiat": ("PAID", "STARTED", None),
+    "event.buy.credited.crypto": ("PAID", "COMPLETED", None),
+    "event.buy.error": ("CANCELED", "CANCELED", None),
+}
+KYC_FIELDS = ("default_kyc_url", "message", "kyc_error_type")
+PAYOUT_MESSAGES = {
+    "PENDING": "Transfer pending",
+    "SUCCESSFUL": "Transfer completed. No action needed",
+    "FAILED": "Transfer failed",
+}
+CREATE_FIELDS = (
+    "partner_order_id",
+    "chain",
+    "crypto_amount",
+    "fiat_currency_to_receive",
+    "partner_callback_url",
+    "seller_phone",
+    "seller_email",
+    "first_name",
+    "last_name",
+    "account_name",
+    "account_number",
+    "account_code",
+    "intrapay_merchant_id",
+    "markup_fee",
+    "refund_wallet_address",
+)
+SELL_RATE = 1500  # fiat per token, fixed fake rates
+BUY_RATE = 1520
+MAX_ORDER_ID = 128
+
+EXTRA_SWITCHES: dict[str, Any] = {"detail_delay": 0.0, "detail_fail": False}
+
+
+class FuspaySandbox(SandboxKit):
+    """An in-memory Fuspay Axis on 127.0.0.1. Thread-safe; see the module docstring."""
+
+    name = "fuspay"
+    extra_switches = EXTRA_SWITCHES
+
+    def __init__(
+        self,
+        *,
+        partner_id: str,
+        public_key: str,
+        secret_key: str,
+        recipe: str = signing.HMAC_SHA512,
+        key_mode: str = signing.PUBLIC_PLUS_SECRET,
+        callback_url: str | None = None,
+        getorder_shape: str = "event",
+        host: str = "127.0.0.1",
+        port: int = 0,
+    ):
+        for name, value in (
+            ("partner_id", partner_id),
+            ("public_key", public_key),
+            ("secret_key", secret_key),
+        ):
+            if not isinstance(value, str) or not value:
+                raise ValueError(f"{name} must be a non-empty string")
+        if recipe not in signing.LOCAL_RECIPES:
+            raise ValueError(f"recipe must be one of {', '.join(signing.LOCAL_RECIPES)}")
+        if key_mode not in signing.KEY_MODES:
+            raise ValueError(f"key_mode must be one of {', '.join(signing.KEY_MODES)}")
+        if getorder_shape not in GETORDER_SHAPES:
+            raise ValueError(f"getorder_shape must be one of {', '.join(GETORDER_SHAPES)}")
+        super().__init__(callback_url=callback_url, host=host, port=port)
+        self.partner_id = partner_id
+        self.public_key = public_key
+        self.secret_key = secret_key
+        self.recipe = recipe
+        self.key_mode = key_mode
+        self.getorder_shape = getorder_shape
+        # per order: kind, callback URL, payout status (what FetchTransferStatus answers)
+        self._private: dict[str, dict[str, Any]] = {}
+
+    @property
+    def signing_key(self) -> str:
+        return signing.key_material(self.public_key, self.secret_key, self.key_mode)
+
+    # -- orders (Python API)
+
+    def create_order(
+        self,
+        partner_order_id: str,
+        kind: str = "sell",
+        *,
+        crypto_amount: float | str = 100,
+        fiat_amount: float | None = None,
+        callback_url: str | None = None,
+        chain: str = "usdt-trc20",
+        fiat_currency: str = "NGN",
+    ) -> dict[str, Any]:
+        """Create an order and emit its ``init`` event (subject to the switches); the
+        order, unsigned. ``callback_url`` defaults to the sandbox's."""
+        if kind not in EVENTS:
+            raise ValueError("kind must be sell or buy")
+        self._create(
+            partner_order_id,
+            kind,
+            crypto=_number(crypto_amount, "crypto_amount"),
+            fiat=None if fiat_amount is None else _number(fiat_amount, "fiat_amount"),
+            callback_url=callback_url,
+            chain=chain,
+            fiat_currency=fiat_currency,
+            request={},
+        )
+        return self.order(partner_order_id)
+
+    def advance(self, partner_order_id: str, event_name: str, **extra: Any) -> dict[str, Any]:
+        """Move an order to ``event_name`` (any event of its kind, in any order) and emit
+        it subject to the switches. ``extra`` overrides body fields (a dict merges into a
+        dict) and ``payout_status`` sets what FetchTransferStatus answers. Raises
+        KeyError (unknown order), ValueError (an event not of the order's kind)."""
+        with self._lock:
+            order = self._orders.get(partner_order_id)
+            if order is None:
+                raise KeyError(partner_order_id)
+            private = self._private[partner_order_id]
+            if event_name not in EVENTS[private["kind"]]:
+                known = ", ".join(EVENTS[private["kind"]])
+                raise ValueError(f"unknown {private['kind']} event {event_name!r}; known: {known}")
+            set_payout = "payout_status" in extra
+            payout = extra.pop("payout_status", None)
+            if payout is not None and not isinstance(payout, str):
+                raise ValueError("payout_status must be a string or None")
+            _apply_event(order, private, event_name)
+            if set_payout:
+                private["payout_status"] = payout
+            for key, value in extra.items():
+                if isinstance(value, dict) and isinstance(order.get(key), dict):
+                    order[key].update(value)
+                else:
+                    order[key] = value
+            self.log.info("order %s -> %s", partner_order_id, event_name)
+            self._emit_locked(partner_order_id)
+            return copy.deepcopy(order)
+
+    def truth(self) -> dict[str, str]:
+        """Every order's last event name, id -> event name."""
+        with self._lock:
+            return {oid: order["event_name"] for oid, order in self._orders.items()}
+
+    def signed_event(self, partner_order_id: str) -> dict[str, Any]:
+        """The order's present event body as Fuspay would post it, with its ``signature``."""
+        with self._lock:
+            return self._signed_locked(partner_order_id)
+
+    def _check_steps(self, steps: list[Any]) -> None:
+        known = set(SELL_EVENTS) | set(BUY_EVENTS)
+        unknown = [s for s in steps if s not in known]
+        if unknown:
+            raise ValueError(f"unknown events: {', '.join(map(str, unknown))}")
+
+    # -- internals: orders and events
+
+    def _create(
+        self,
+        order_id: Any,
+        kind: str,
+        *,
+        crypto: float,
+        fiat: float | None,
+        callback_url: str | None,
+        chain: str,
+        fiat_currency: str,
+        request: Mapping[str, Any],
+    ) -> None:
+        if (
+            not isinstance(order_id, str)
+            or not 0 < len(order_id) <= MAX_ORDER_ID
+            or order_id.strip() != order_id
+        ):
+            raise ValueError(f"partner_order_id must be a string of 1..{MAX_ORDER_ID} characters")
+        if callback_url is not None:
+            check_loopback_url(callback_url, "partner_callback_url")
+        rate = SELL_RATE if kind == "sell" else BUY_RATE
+        fiat = fiat if fiat is not None else _tidy(Decimal(str(crypto)) * rate)
+        build = _sell_body if kind == "sell" else _buy_body
+        body = build(
+            order_id, f"{order_id}_{self.partner_id}", crypto, fiat, rate, chain, fiat_currency, request
+        )
+        body["partner_callback_url"] = callback_url or self.callback_url or ""
+        with self._lock:
+            if order_id in self._orders:
+                raise ValueError(f"duplicate partner_order_id {order_id!r}")
+            self._orders[order_id] = body
+            self._private[order_id] = {
+                "kind": kind,
+                "callback_url": callback_url,
+                "payout_status": None,
+                "refund_wallet_address": request.get("refund_wallet_address")
+                or body.get("pay_to_crypto_address"),
+            }
+            self.log.info("order %s created (%s)", order_id, kind)
+            self._emit_locked(order_id)
+
+    def _signed_locked(self, order_id: str) -> dict[str, Any]:
+        order = copy.deepcopy(self._orders[order_id])
+        signature = signing.sign(signing.unsigned(order), self.signing_key, self.recipe)
+        # The samples carry the signature right after transactional_kyc, with the KYC
+        # error and close fields after it; the signed serialisation skips it anyway.
+        out: dict[str, Any] = {}
+        for key, value in order.items():
+            out[key] = value
+            if key == "transactional_kyc":
+                out["signature"] = signature
+        out.setdefault("signature", signature)
+        return out
+
+    def _emit_locked(self, order_id: str) -> None:
+        body = js_stringify(self._signed_locked(order_id)).encode("utf-8")
+        url = self._private[order_id]["callback_url"]
+        self._send_callback(order_id, self._orders[order_id]["event_name"], body, url=url)
+
+    # -- internals: HTTP
+
+    def _handle(self, request: Request) -> Reply:
+        routes = {
+            SELL_ORDER_PATH: ("POST", self._api_create),
+            GET_ORDER_PATH: ("GET", self._api_get_order),
+            TRANSFER_STATUS_PATH: ("GET", self._api_transfer_status),
+            ORACLE_PATH: ("POST", self._api_oracle),
+        }
+        # Fuspay's paths differ in their trailing slash; either form is served.
+        route = {path.rstrip("/"): r for path, r in routes.items()}.get(request.path.rstrip("/"))
+        if route is None:
+            return 404, _error("Not found")
+        method, handler = route
+        if request.method != method:
+            return 405, _error("Method not allowed")
+        if not self._authorised(request):
+            self.log.info("%s refused: bad credentials", request.path)
+            return 401, _error("Unauthorized")
+        return handler(request)
+
+    def _authorised(self, request: Request) -> bool:
+        bearer = request.headers.get("Authorization") or ""
+        partner = request.headers.get("x-partner-id") or ""
+        ok_bearer = hmac.compare_digest(bearer.encode(), f"Bearer {self.secret_key}".encode())
+        ok_partner = hmac.compare_digest(partner.encode(), self.partner_id.encode())
+        return ok_bearer and ok_partner
+
+    def _refuse(self, reason: str) -> Reply:
+        self.log.info("request refused: %s", reason)
+        return 400, _error(reason)
+
+    def _api_create(self, request: Request) -> Reply:
+        body = parse_object(request.raw)
+        if body is None:
+            return self._refuse("body must be a JSON object")
+        missing = [n for n in CREATE_FIELDS if not isinstance(body.get(n), str) or not body[n].strip()]
+        if missing:
+            return self._refuse(f"missing or invalid fields: {', '.join(missing)}")
+        unknown = sorted(set(body) - set(CREATE_FIELDS))
+        if unknown:
+            return self._refuse(f"unknown fields: {', '.join(unknown)}")
+        chain = body["chain"]
+        if "-" not in chain:
+            return self._refuse("chain must look like usdt-trc20")
+        if not is_loopback_url(body["partner_callback_url"]):
+            return self._refuse("the sandbox calls only loopback partner_callback_url addresses")
+        try:
+            crypto = _number(body["crypto_amount"], "crypto_amount")
+            self._create(
+                body["partner_order_id"],
+                "sell",
+                crypto=crypto,
+                fiat=None,
+                callback_url=body["partner_callback_url"],
+                chain=chain,
+                fiat_currency=body["fiat_currency_to_receive"],
+                request=body,
+            )
+        except ValueError as exc:
+            return self._refuse(str(exc))
+        return 200, {"message": "OK"}
+
+    def _slow_or_failing(self, order_id: str | None) -> Reply | None:
+        switches = self._effective(order_id)
+        if switches["detail_delay"] > 0:
+            self._stopping.wait(switches["detail_delay"])
+        if switches["detail_fail"]:
+            self.log.info("detail for order %s: failing by switch (503)", order_id)
+            return 503, _error("Service unavailable")
+        return None
+
+    def _api_get_order(self, request: Request) -> Reply:
+        order_type, order_no = request.arg("order_type"), request.arg("order_no")
+        failed = self._slow_or_failing(order_no)
+        if failed is not None:
+            return failed
+        if order_type not in EVENTS or not order_no:
+            return self._refuse("order_type (buy or sell) and order_no are required")
+        with self._lock:
+            order = self._orders.get(order_no)
+            if order is None or self._private[order_no]["kind"] != order_type:
+                return 404, {"success": False, "message": "Order not found", "data": None}
+            data = copy.deepcopy(order)
+        if self.getorder_shape == "statuses":
+            data.pop("event_name", None)
+        return 200, {"success": True, "message": "Order fetched successfully", "data": data}
+
+    def _api_transfer_status(self, request: Request) -> Reply:
+        order_id = request.arg("partner_order_id")
+        failed = self._slow_or_failing(order_id)
+        if failed is not None:
+            return failed
+        if not order_id:
+            return self._refuse("partner_order_id is required")
+        with self._lock:
+            order = self._orders.get(order_id)
+            private = self._private.get(order_id)
+            if order is None or private is None or private["kind"] != "sell":
+                return 404, {"success": False, "message": "Order not found", "data": None}
+            payout = private["payout_status"]
+            if payout is None:
+                return 404, {"success": False, "message": "No transfer for this order yet", "data": None}
+            account = order["seller_fiat_account"]
+            data = {
+                "status": payout,
+                "message": PAYOUT_MESSAGES.get(payout, payout),
+                "full_name": account.get("account_name", ""),
+                "account_number": _masked(account.get("account_number", "")),
+                "session_id": "",
+            }
+        return 200, {"success": True, "data": data}
+
+    def _api_oracle(self, request: Request) -> Reply:
+        body = parse_object(request.raw)
+        if body is None:
+            return self._refuse("body must be a JSON object")
+        secret = body.pop("secret", None)
+        if not isinstance(secret, str) or not secret:
+            return self._refuse("secret is required")
+        return 200, {
+            "success": True,
+            "message": "OK",
+            "data": {"signature": signing.sign(body, secret, self.recipe)},
+        }
+
+    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
+        match (method, parts):
+            case ("GET", ["orders"]):
+                return 200, {"orders": self.truth()}
+            case ("POST", ["orders"]):
+                try:
+                    order = self.create_order(
+                        body.get("partner_order_id"),  # type: ignore[arg-type]
+                        body.get("kind") or "sell",
+                        crypto_amount=body.get("crypto_amount", 100),
+                        fiat_amount=body.get("fiat_amount"),
+                        callback_url=body.get("callback_url"),
+                    )
+                except (TypeError, ValueError) as exc:
+                    return 400, {"error": str(exc)}
+                return 200, order
+            case ("GET", ["orders", order_id]):
+                try:
+                    return 200, self.order(order_id)
+                except KeyError:
+                    return 404, {"error": "unknown order"}
+            case ("POST", ["orders", order_id, "advance"]):
+                extra = dict(body)
+                event = extra.pop("event", None)
+                try:
+                    return 200, self.advance(order_id, event, **extra)  # type: ignore[arg-type]
+                except KeyError:
+                    return 404, {"error": "unknown order"}
+                except (TypeError, ValueError) as exc:
+                    return 400, {"error": str(exc)}
+        return None
+
+
+# -- helpers
+
+
+def _error(message: str) -> dict[str, Any]:
+    return {"error": True, "message": message, "data": None}
+
+
+def _tidy(value: Decimal) -> float | int:
+    """A JSON number as Fuspay's samples show them: integral values without a fraction."""
+    value = value.quantize(Decimal("0.01")).normalize()
+    return int(value) if value == value.to_integral_value() else float(value)
+
+
+def _number(value: Any, name: str) -> float | int:
+    """A positive amount from a number or a decimal string."""
+    if isinstance(value, str):
+        try:
+            parsed = Decimal(value.strip())
+        except InvalidOperation as exc:
+            raise ValueError(f"{name} must be a positive number") from exc
+        if not parsed.is_finite() or parsed <= 0:
+            raise ValueError(f"{name} must be a positive number")
+        return int(parsed) if parsed == parsed.to_integral_value() else float(parsed)
+    if not finite_number(value) or value <= 0:
+        raise ValueError(f"{name} must be a positive number")
+    return value
+
+
+def _digest(order_id: str, purpose: str) -> str:
+    return hashlib.sha256(f"{order_id}|{purpose}".encode()).hexdigest()
+
+
+def _masked(number: str) -> str:
+    return number[:2] + "*" * max(len(number) - 5, 0) + number[-3:] if len(number) > 5 else "*" * len(number)
+
+
+def _sell_body(
+    order_id: str,
+    ref: str,
+    crypto: float,
+    fiat: float,
+    rate: int,
+    chain: str,
+    fiat_currency: str,
+    request: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A sell event body in the field order of the seed samples (S4)."""
+    token = chain.split("-", 1)[0].upper()
+    return {
+        "event_name": "event.sell.init",
+        "partner_order_id": order_id,
+        "fuspay_order_ref": ref,
+        "fiat_amount_to_receive": fiat,
+        "crypto_amount_to_sell": crypto,
+        "exchange_rate": rate,
+        "pair": f"{token}/{fiat_currency}",
+        "fiat_currency": fiat_currency,
+        "pay_to_crypto_address": "T" + _digest(order_id, "address")[:33],
+        "chain": chain,
+        "fiat_payment_status": "PENDING",
+        "crypto_payment_status": "PENDING",
+        "seller_fiat_account": {
+            "account_name": request.get("account_name", ""),
+            "account_number": request.get("account_number", ""),
+            "account_code": request.get("account_code", ""),
+        },
+        "seller_crypto_txn_hash": None,
+        "partner_callback_url": "",
+        "transactional_kyc": {
+            "email": request.get("seller_email", ""),
+            "phone": request.get("seller_phone", ""),
+            "first_name": request.get("first_name", ""),
+            "last_name": request.get("last_name", ""),
+        },
+    }
+
+
+def _buy_body(
+    order_id: str,
+    ref: str,
+    crypto: float,
+    fiat: float,
+    rate: int,
+    chain: str,
+    fiat_currency: str,
+    request: Mapping[str, Any],
+) -> dict[str, Any]:
+    """A buy event body, constructed from the buy "Event Body Description" (no sample exists)."""
+    token = chain.split("-", 1)[0].upper()
+    return {
+        "event_name": "event.buy.init",
+        "partner_order_id": order_id,
+        "fuspay_order_ref": ref,
+        "fiat_amount_to_pay": fiat,
+        "crypto_amount_to_receive": crypto,
+        "exchange_rate": rate,
+        "pair": f"{fiat_currency}/{token}",
+        "fiat_currency": fiat_currency,
+        "buyer_crypto_address": "T" + _digest(order_id, "buyer")[:33],
+        "chain": chain,
+        "fiat_payment_status": "PENDING",
+        "crypto_payment_status": "PENDING",
+        "payer_into_account": {
+            "account_name": "FUSPAY SANDBOX COLLECTIONS",
+            "account_number": "90" + str(int(_digest(order_id, "account")[:8], 16))[:8],
+            "bank_name": "Sandbox Bank",
+        },
+        "payment_link": None,
+        "crypto_txn_hash": None,
+        "partner_callback_url": "",
+        "transactional_kyc": {"email": "", "phone": "", "first_name": "", "last_name": ""},
+    }
+
+
+def _apply_event(order: dict[str, Any], private: dict[str, Any], event_name: str) -> None:
+    fiat, crypto, payout = EFFECTS[event_name]
+    order["event_name"] = event_name
+    if fiat is not None:
+        order["fiat_payment_status"] = fiat
+    if crypto is not None:
+        order["crypto_payment_status"] = crypto
+    elif order["crypto_payment_status"] != "PAID":  # an error before the crypto arrived
+        order["crypto_payment_status"] = "CANCELED"
+    if payout is not None or event_name.endswith(".init"):
+        private["payout_status"] = payout
+    oid = order["partner_order_id"]
+    if private["kind"] == "sell" and order["crypto_payment_status"] == "PAID":
+        order["seller_crypto_txn_hash"] = order["seller_crypto_txn_hash"] or _digest(oid, "txn")
+    if event_name == "event.buy.credited.crypto":
+        order["crypto_txn_hash"] = order["crypto_txn_hash"] or _digest(oid, "txn")
+    for key in (*KYC_FIELDS, "meta_data"):
+        order.pop(key, None)
+    if event_name == "event.sell.received.fiat_kyc_error":
+        order["default_kyc_url"] = "https://kyc.fuspay.finance"
+        order["message"] = "Seller needs to perform KYC"
+        order["kyc_error_type"] = "NO_KYC"
+    if event_name == "sell.event.close":
+        order["meta_data"] = {
+            "status": "refunded",
+            "message": "seller has been refunded",
+            "refund_account": private["refund_wallet_address"],
+            "amount_refunded": str(order["crypto_amount_to_sell"]),
+            "fee": 0,
+        }
+
+
+# -- CLI
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m orders.providers.fuspay.sandbox",
+        description="A fake Fuspay Axis on 127.0.0.1 (orders in memory; control API under /sandbox/).",
+    )
+    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
+    p.add_argument("--callback-url", default=None, help="default partner_callback_url (loopback only)")
+    p.add_argument("--partner-id", required=True)
+    p.add_argument("--public-key", required=True)
+    p.add_argument("--secret-key", required=True)
+    p.add_argument("--recipe", choices=signing.LOCAL_RECIPES, default=signing.HMAC_SHA512)
+    p.add_argument("--key-mode", choices=signing.KEY_MODES, default=signing.PUBLIC_PLUS_SECRET)
+    p.add_argument("--getorder-shape", choices=GETORDER_SHAPES, default="event")
+    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sandbox = FuspaySandbox(
+            partner_id=args.partner_id,
+            public_key=args.public_key,
+            secret_key=args.secret_key,
+            recipe=args.recipe,
+            key_mode=args.key_mode,
+            callback_url=args.callback_url,
+            getorder_shape=args.getorder_shape,
+            port=args.port,
+        )
+    except ValueError as exc:
+        print(f"fuspay sandbox: {exc}", file=sys.stderr)
+        return 2
+    return serve_until_signalled(sandbox)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
