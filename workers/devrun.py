@@ -243,7 +243,45 @@ def start_changelly(dev: Path, base: str, env: dict[str, str], stamp: str) -> li
     ]
 
 
-STARTERS = [start_alixpay, start_changelly]
+def start_fuspay(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
+    from orders.providers.fuspay.sandbox import FuspaySandbox
+
+    partner_id, public, secret = "p000001", "pk_partner_dev", "sk_partner_dev"
+    sandbox = FuspaySandbox(
+        partner_id=partner_id, public_key=public, secret_key=secret, callback_url=f"{base}/webhooks/fuspay"
+    ).start()
+    say(f"Fuspay sandbox at {sandbox.url}, posting events to {base}/webhooks/fuspay")
+    env.update(
+        FUSPAY_PARTNER_ID=partner_id,
+        FUSPAY_PUBLIC_KEY=public,
+        FUSPAY_SECRET_KEY=secret,
+        FUSPAY_BASE_URL=sandbox.url,
+        FUSPAY_CALLBACK_URL=f"{base}/webhooks/fuspay",
+        FUSPAY_POLL_BACKOFF=env.get("FUSPAY_POLL_BACKOFF", "2s,3s,5s,10s,30s"),
+        FUSPAY_TIMEOUT="5",
+    )
+    order_id = f"fuspay-{stamp}"
+    request = {
+        "partner_order_id": order_id,
+        "chain": "usdt-trc20",
+        "crypto_amount": "100",
+        "fiat_currency_to_receive": "NGN",
+        "seller_phone": "+2348000000000",
+        "seller_email": "seller@example.com",
+        "first_name": "Ada",
+        "last_name": "Obi",
+        "account_name": "Ada Obi",
+        "account_number": "0123456789",
+        "account_code": "090405",
+        "intrapay_merchant_id": "m-dev",
+        "markup_fee": "1",
+        "refund_wallet_address": "TXLYE1yx8LyXfTY1utnXEm7DtzWsgvYBWB",
+    }
+    steps = ["event.sell.received.crypto", "event.sell.credited.fiat"]
+    return [Scenario("fuspay", order_id, request, steps, sandbox, note="signed events, HMAC-SHA512")]
+
+
+STARTERS = [start_alixpay, start_fuspay, start_changelly]
 
 
 def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
