@@ -13,6 +13,7 @@ No message ever carries a key.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -69,8 +70,15 @@ class FuspayClient:
     def verify_by_oracle(
         self, body_without_signature: Mapping[str, Any], signature: str, keys: list[Named[str]]
     ) -> str | None:
-        """The name of the key whose oracle signature equals ``signature``, or None."""
+        """The name of the key whose oracle signature equals ``signature``, or None.
+
+        One overall deadline (``settings.timeout``) bounds the whole check, however
+        many keys are configured: it runs inside a webhook request, which must
+        answer (503, so Fuspay retries) well before the web worker's own timeout."""
+        deadline = time.monotonic() + self.settings.timeout
         for key in keys:
+            if time.monotonic() >= deadline:
+                raise ProviderUnavailable("fuspay signing oracle: too slow to check every key; retry later")
             if signing.same(self.oracle_sign(body_without_signature, key.value), signature):
                 return key.name
         return None
