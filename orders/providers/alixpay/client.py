@@ -43,6 +43,7 @@ class AlixPayClient:
     def __init__(self, settings: AlixPaySettings, session: requests.Session | None = None):
         self.settings = settings
         self.session = session or requests.Session()
+        self._last_secret = ""  # the setting name of the secret that verified last
 
     # -- endpoints
 
@@ -161,12 +162,14 @@ class AlixPayClient:
         if not isinstance(sig, str) or not sig:
             return None
         s = self.settings
-        return signing.verify(
-            signing.response_fields(dict(order)),
-            sig,
-            s.public_keys,
-            (*s.secret_keys, *s.webhook_secret_keys),
-        )
+        secrets = [*s.secret_keys, *s.webhook_secret_keys]
+        # Which secret AliX ends the string with is unconfirmed: try the one
+        # that verified last first, so a steady stream costs one RSA check, not two.
+        secrets.sort(key=lambda n: n.name != self._last_secret)
+        verified = signing.verify(signing.response_fields(dict(order)), sig, s.public_keys, secrets)
+        if verified is not None:
+            self._last_secret = verified.split("+", 1)[1]
+        return verified
 
 
 def _message(answer: Any) -> str:
