@@ -10,9 +10,10 @@ The state machine is data plus one function:
   step may skip states (a lost ``init`` must not block ``received.crypto``).
   Because the decision depends only on ranks, any permutation or duplication of
   an order's events ends where the ordered sequence ends.
-* Leaving ``ON_HOLD`` for a lower-ranked state (the provider resumed the order)
-  is accepted only from a ``poll``: a poll reports the provider's present, while
-  a callback may be an old one arriving late.
+* Leaving ``ON_HOLD`` for a lower-ranked state (the provider resumed the order),
+  and entering a hold again after such a resume, are accepted only from a
+  ``poll``: a poll reports the provider's present, while a callback may be an
+  old one arriving late.
 
 ``decide`` never touches the database; ``orders.store.apply`` is its only caller
 that writes.
@@ -146,9 +147,14 @@ def decide(
             return Decision.CONFLICT
         return Decision.DUPLICATE if already_applied else Decision.STALE
     allowed = target in TRANSITIONS[current.status]
-    if current.status is Status.ON_HOLD and source == "poll" and allowed and target is not Status.CREATED:
-        # The provider says, now, that the order left its hold.
-        return Decision.APPLIED
+    if source == "poll" and allowed:
+        # A poll reports the provider's present, not an old message: it may leave a
+        # hold for any state, and enter a hold again after a resume (its dedup key
+        # was applied before, the first time round).
+        if current.status is Status.ON_HOLD and target is not Status.CREATED:
+            return Decision.APPLIED
+        if target is Status.ON_HOLD and incoming.rank > current.rank:
+            return Decision.APPLIED
     if already_applied:
         return Decision.DUPLICATE
     if allowed and incoming.rank > current.rank:

@@ -267,3 +267,28 @@ def test_a_poll_resumes_a_held_order_even_to_a_status_seen_before(store: Store) 
     assert done.status is Status.SUCCESS
     keys = [e.dedup_key for e in store.order_view("changelly", "held").events if e.decision == "applied"]
     assert keys == ["status:pending", "status:hold", "status:pending@v3", "status:complete"]
+
+
+def test_a_poll_can_hold_an_order_again_after_it_resumed(store: Store) -> None:
+    def cev(status: str, source: str = "poll") -> Event:
+        return Event(
+            provider="changelly",
+            external_order_id="twice",
+            provider_status=status,
+            source=source,
+            dedup_key=f"status:{status}",
+            raw_body=status,
+            received_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+        )
+
+    outs = store.apply([cev("pending"), cev("hold"), cev("pending"), cev("hold", "callback"), cev("hold")])
+    assert [o.decision for o in outs] == [
+        Decision.APPLIED,
+        Decision.APPLIED,
+        Decision.APPLIED,
+        Decision.DUPLICATE,  # a callback repeating the old hold proves nothing
+        Decision.APPLIED,  # the provider says, now, that it is held again
+    ]
+    assert outs[-1].status is Status.ON_HOLD
+    (resumed,) = store.apply([cev("pending")])
+    assert resumed.status is Status.PROCESSING and resumed.decision is Decision.APPLIED
