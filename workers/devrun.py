@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
+from orders.providers.sandboxkit import load_or_create_rsa_key
 from workers.localredis import PrivateRedis, free_port
 
 PARTNER_CODE = "rampwatch-dev"
@@ -44,23 +44,11 @@ def say(message: str) -> None:
     print(f"[rampwatch dev] {message}", flush=True)
 
 
-def _keypair(folder: Path, stem: str) -> tuple[Path, Path]:
-    folder.mkdir(parents=True, exist_ok=True)
+def _keypair(folder: Path, stem: str) -> tuple[RSAPrivateKey, Path, Path]:
+    """The key kept in ``folder/<stem>_private.pem`` (PKCS#8; made once) and the paths of
+    its two PEM files (the public one SubjectPublicKeyInfo)."""
     private, public = folder / f"{stem}_private.pem", folder / f"{stem}_public.pem"
-    if not private.exists() or not public.exists():
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        private.write_bytes(
-            key.private_bytes(
-                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-            )
-        )
-        private.chmod(0o600)
-        public.write_bytes(
-            key.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-            )
-        )
-    return private, public
+    return load_or_create_rsa_key(private, public), private, public
 
 
 def read_procfile(path: Path) -> dict[str, str]:
@@ -140,25 +128,17 @@ class Scenario:
     note: str = ""
 
 
-def _load_private(path: Path) -> Any:
-    return serialization.load_pem_private_key(path.read_bytes(), password=None)
-
-
-def _load_public(path: Path) -> Any:
-    return serialization.load_pem_public_key(path.read_bytes())
-
-
 def start_alixpay(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
     from orders.providers.alixpay.sandbox import AlixSandbox
 
-    ours, ours_public = _keypair(dev, "alixpay_partner")
-    theirs, theirs_public = _keypair(dev, "alixpay_sandbox")
+    our_key, ours, _ = _keypair(dev, "alixpay_partner")
+    their_key, _, theirs_public = _keypair(dev, "alixpay_sandbox")
     sandbox = AlixSandbox(
         partner_code=PARTNER_CODE,
         secret_key=SECRET,
         webhook_secret_key=WEBHOOK_SECRET,
-        partner_public_key=_load_public(ours_public),
-        alix_private_key=_load_private(theirs),
+        partner_public_key=our_key.public_key(),
+        alix_private_key=their_key,
         callback_url=f"{base}/webhooks/alixpay",
     ).start()
     say(f"AliX sandbox at {sandbox.url}, posting IPNs to {base}/webhooks/alixpay")
@@ -202,13 +182,13 @@ def start_alixpay(dev: Path, base: str, env: dict[str, str], stamp: str) -> list
 def start_changelly(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
     from orders.providers.changelly.sandbox import ChangellySandbox
 
-    ours, ours_public = _keypair(dev, "changelly_partner")
-    theirs, theirs_public = _keypair(dev, "changelly_sandbox_callback")
+    our_key, ours, _ = _keypair(dev, "changelly_partner")
+    their_key, _, theirs_public = _keypair(dev, "changelly_sandbox_callback")
     api_key = "dev-changelly-api-key"
     sandbox = ChangellySandbox(
         api_key=api_key,
-        partner_public_key=_load_public(ours_public),
-        callback_private_key=_load_private(theirs),
+        partner_public_key=our_key.public_key(),
+        callback_private_key=their_key,
         callback_url=f"{base}/webhooks/changelly",
     ).start()
     say(f"Changelly sandbox at {sandbox.url}, posting callbacks to {base}/webhooks/changelly")

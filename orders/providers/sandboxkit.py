@@ -14,26 +14,37 @@ Class attributes:
   ``bool`` default makes an on/off switch, a ``float`` default a duration of
   0..600 s (e.g. ``detail_delay``, ``detail_fail``).
 * ``callback_timeout``: seconds allowed to each callback POST (5).
+* ``status_field``: the key of an order dict that holds its present status, what
+  ``truth()`` reports ("status").
+* ``known_steps`` and ``step_noun``: the steps ``advance`` accepts, which
+  ``autopilot`` checks first (empty: any), and what they are called in the error
+  ("unknown statuses: ...").
 
 Must implement:
 
-* ``_handle(request: Request) -> (status, payload)``: every request outside
-  ``/sandbox/`` (GET, POST, PATCH). ``request.headers`` is case-insensitive. A
-  ``payload`` is sent as compact JSON, or as is when it is ``bytes``.
+* ``_handle(request: Request) -> (status, payload)`` or ``(status, payload,
+  headers)``: every request outside ``/sandbox/`` (GET, POST, PATCH).
+  ``request.headers`` is case-insensitive. A ``payload`` is sent as compact JSON, or
+  as is when it is ``bytes``; ``headers`` (e.g. ``Retry-After``) are sent after
+  ``Content-Type`` and ``Content-Length``.
 * ``advance(order_id, step)``: what ``autopilot`` calls for each step.
 
 May implement:
 
-* ``_control(method, parts, body) -> (status, payload) | None``: control routes
+* ``_control(method, parts, body) -> Reply | None``: control routes
   under ``/sandbox/`` (``parts``: the unquoted path segments after it; ``body``: the
   JSON object posted, or ``{}``); None answers 404. The kit serves
-  ``GET|POST /sandbox/switches``, ``POST /sandbox/flush`` and
-  ``GET /sandbox/deliveries`` first.
-* ``_check_steps(steps)``: raise ValueError for an autopilot step ``advance`` refuses.
+  ``GET|POST /sandbox/switches``, ``POST /sandbox/flush``,
+  ``GET /sandbox/deliveries``, ``GET /sandbox/orders`` (``truth()``) and
+  ``GET /sandbox/orders/<id>`` (``order(id)``) first.
+* ``_check_steps(steps)``: raise ValueError for an autopilot step ``advance``
+  refuses (by default: one not in ``known_steps``).
 
 Uses: ``self._lock`` (an RLock shared with the courier) around order state,
 ``self._orders`` (id -> order dict; ``order(id)`` returns copies),
-``self._effective(order_id)`` (the switches in force for an order) and
+``self._effective(order_id)`` (the switches in force for an order),
+``self._detail_fault(order_id)`` (applies the ``detail_delay`` and ``detail_fail``
+switches of a sandbox that declares them: waits, then says whether to fail) and
 ``self._send_callback(order_id, label, body, headers=None, url=None)``, which
 queues one signed callback subject to the switches: ``drop``/``drop_rate`` record
 it in ``dropped``; ``reorder`` holds it until ``flush()``, which releases the held
@@ -43,12 +54,16 @@ records ``(order_id, label, HTTP status or error name)`` in ``deliveries``.
 ``url=None`` means the sandbox's ``callback_url`` at delivery time.
 
 Helpers for sandboxes and their CLIs: ``compact`` (Node-style JSON bytes),
-``parse_object``, ``finite_number``, ``is_loopback_url`` / ``check_loopback_url``,
-and ``serve_until_signalled(sandbox)`` (start, print the URL, serve until SIGTERM).
+``parse_object``, ``finite_number``, ``check_nonempty``, ``is_loopback_url`` /
+``check_loopback_url``, RSA keys (``new_rsa_key``, ``load_rsa_public_key``,
+``load_or_create_rsa_key``: a key pair kept in PEM files across restarts),
+``serve_until_signalled(sandbox)`` (start, print the URL, serve until SIGTERM) and
+``run_cli`` (the whole ``main`` of ``python -m orders.providers.<name>.sandbox``).
 """
 
 from __future__ import annotations
 
+import argparse
 import copy
 import heapq
 import ipaddress
@@ -56,19 +71,24 @@ import itertools
 import json
 import logging
 import math
+import os
 import random
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, ClassVar, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import requests
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from requests.structures import CaseInsensitiveDict
 
 MAX_BODY = 1 << 20
@@ -86,7 +106,8 @@ COMMON_SWITCHES: Mapping[str, Any] = {
 _GLOBAL_ONLY_SWITCHES = frozenset({"seed"})
 
 Delivery = tuple[str, str, int | str]
-Reply = tuple[int, Any]
+# (status, payload) or (status, payload, extra response headers)
+Reply = tuple[int, Any] | tuple[int, Any, Mapping[str, str]]
 
 
 @dataclass(frozen=True)
@@ -122,6 +143,9 @@ class SandboxKit:
     name: ClassVar[str] = "sandbox"
     extra_switches: ClassVar[Mapping[str, Any]] = {}
     callback_timeout: ClassVar[float] = 5.0
+    status_field: ClassVar[str] = "status"
+    known_steps: ClassVar[Collection[str]] = ()
+    step_noun: ClassVar[str] = "steps"
 
     def __init__(self, *, callback_url: str | None = None, host: str = "127.0.0.1", port: int = 0):
         if not is_loopback_ipv4(host):
@@ -161,7 +185,11 @@ class SandboxKit:
         return None
 
     def _check_steps(self, steps: list[Any]) -> None:
-        """Raise ValueError when ``advance`` would refuse one of ``steps``."""
+        """Raise ValueError when ``advance`` would refuse one of ``steps``: by default, one
+        not in ``known_steps`` (when there are any)."""
+        unknown = [s for s in steps if s not in self.known_steps] if self.known_steps else []
+        if unknown:
+            raise ValueError(f"unknown {self.step_noun}: {', '.join(map(str, unknown))}")
 
     def advance(self, order_id: str, step: Any) -> Any:
         raise NotImplementedError
@@ -241,6 +269,11 @@ class SandboxKit:
         """The order as the sandbox holds it (unsigned). Raises KeyError when unknown."""
         with self._lock:
             return copy.deepcopy(self._orders[order_id])
+
+    def truth(self) -> dict[str, str]:
+        """Every order's present status (its ``status_field``), id -> status."""
+        with self._lock:
+            return {oid: order[self.status_field] for oid, order in self._orders.items()}
 
     def autopilot(self, order_id: str, steps: Iterable[Any], interval: float = 1.0) -> threading.Thread:
         """``advance`` the order through ``steps``, one every ``interval`` seconds, on a
@@ -324,6 +357,15 @@ class SandboxKit:
             if order_id is not None:
                 out.update(self._order_switches.get(order_id, {}))
             return out
+
+    def _detail_fault(self, order_id: str | None) -> bool:
+        """A read of ``order_id`` under the ``detail_delay`` and ``detail_fail`` switches (of
+        a sandbox that declares them): waits ``detail_delay`` (less when the sandbox stops),
+        then True when ``detail_fail`` is on and the read must fail."""
+        switches = self._effective(order_id)
+        if switches["detail_delay"] > 0:
+            self._stopping.wait(switches["detail_delay"])
+        return switches["detail_fail"]
 
     def _check_switch(self, name: str, value: Any) -> Any:
         default = self._defaults[name]
@@ -514,6 +556,13 @@ class SandboxKit:
                         "held": len(self._held),
                         "pending": len(self._queue) + self._in_flight,
                     }
+            case ("GET", ["orders"]):
+                return 200, {"orders": self.truth()}
+            case ("GET", ["orders", order_id]):
+                try:
+                    return 200, self.order(order_id)
+                except KeyError:
+                    return 404, {"error": "unknown order"}
         reply = self._control(request.method, parts, body)
         return reply if reply is not None else (404, {"error": "Not found"})
 
@@ -564,15 +613,17 @@ class _Handler(BaseHTTPRequestHandler):
             raw=raw,
             headers=CaseInsensitiveDict(self.headers.items()),
         )
-        status, payload = self.server.kit._dispatch(request)
-        self._send(status, payload)
+        status, payload, *headers = self.server.kit._dispatch(request)
+        self._send(status, payload, *headers)
 
-    def _send(self, status: int, payload: Any) -> None:
+    def _send(self, status: int, payload: Any, headers: Mapping[str, str] | None = None) -> None:
         data = payload if isinstance(payload, bytes) else compact(payload)
         try:
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
             self.end_headers()
             self.wfile.write(data)
         except OSError:
@@ -610,6 +661,80 @@ def serve_until_signalled(sandbox: SandboxKit) -> int:
     return 0
 
 
+def run_cli(
+    name: str,
+    argv: Sequence[str] | None,
+    *,
+    description: str,
+    callback_help: str,
+    add_arguments: Callable[[argparse.ArgumentParser], None],
+    build: Callable[[argparse.Namespace], SandboxKit],
+) -> int:
+    """The ``main`` of ``python -m orders.providers.<name>.sandbox``. Parses ``argv``:
+    ``--port``, ``--callback-url`` (``callback_help``), the sandbox's own flags
+    (``add_arguments``), ``--log-level``; sets up logging; ``build``s the sandbox from
+    the parsed arguments (an OSError, ValueError or TypeError is printed as
+    ``<name> sandbox: <error>`` and exits 2); then ``serve_until_signalled``."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m orders.providers.{name}.sandbox", description=description
+    )
+    parser.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
+    parser.add_argument("--callback-url", default=None, help=callback_help)
+    add_arguments(parser)
+    parser.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        sandbox = build(args)
+    except (OSError, ValueError, TypeError) as exc:
+        print(f"{name} sandbox: {exc}", file=sys.stderr)
+        return 2
+    return serve_until_signalled(sandbox)
+
+
+def new_rsa_key() -> RSAPrivateKey:
+    """A fresh 2048-bit RSA key (public exponent 65537)."""
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def load_rsa_public_key(path: Path) -> RSAPublicKey:
+    """The RSA public key in the PEM file ``path``; ValueError when it holds another kind."""
+    key = serialization.load_pem_public_key(path.read_bytes())
+    if not isinstance(key, RSAPublicKey):
+        raise ValueError("not an RSA public key")
+    return key
+
+
+def load_or_create_rsa_key(
+    private_path: Path,
+    public_path: Path,
+    *,
+    private_format: serialization.PrivateFormat = serialization.PrivateFormat.PKCS8,
+    public_format: serialization.PublicFormat = serialization.PublicFormat.SubjectPublicKeyInfo,
+) -> RSAPrivateKey:
+    """The RSA key in the PEM file ``private_path``, created when absent (``new_rsa_key``,
+    written in ``private_format``, unencrypted, mode 0600; an existing file is never
+    overwritten). Its public half is written to ``public_path`` in ``public_format``
+    when that file is absent or differs. Missing folders are created. ValueError when
+    ``private_path`` holds no RSA private key."""
+    private_path.parent.mkdir(parents=True, exist_ok=True)
+    public_path.parent.mkdir(parents=True, exist_ok=True)
+    if private_path.exists():
+        key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
+        if not isinstance(key, RSAPrivateKey):
+            raise ValueError(f"{private_path} is not an RSA private key")
+    else:
+        key = new_rsa_key()
+        pem = key.private_bytes(serialization.Encoding.PEM, private_format, serialization.NoEncryption())
+        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(pem)
+    public_pem = key.public_key().public_bytes(serialization.Encoding.PEM, public_format)
+    if not public_path.exists() or public_path.read_bytes() != public_pem:
+        public_path.write_bytes(public_pem)
+    return key
+
+
 def compact(payload: Any) -> bytes:
     """Compact JSON, UTF-8, as a Node service would send it."""
     return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
@@ -626,6 +751,13 @@ def parse_object(raw: bytes) -> dict[str, Any] | None:
 
 def finite_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
+
+
+def check_nonempty(**values: Any) -> None:
+    """ValueError ``<name> must be a non-empty string`` for the first of ``values`` that is not."""
+    for name, value in values.items():
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"{name} must be a non-empty string")
 
 
 def is_loopback_ipv4(host: Any) -> bool:

@@ -30,16 +30,12 @@ from __future__ import annotations
 import argparse
 import copy
 import hashlib
-import logging
-import os
-import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from config import Named
@@ -49,10 +45,14 @@ from orders.providers.sandboxkit import (
     Reply,
     Request,
     SandboxKit,
+    check_nonempty,
     compact,
     finite_number,
+    load_or_create_rsa_key,
+    load_rsa_public_key,
+    new_rsa_key,
     parse_object,
-    serve_until_signalled,
+    run_cli,
 )
 
 STATUSES = (
@@ -134,6 +134,8 @@ class AlixSandbox(SandboxKit):
 
     name = "alixpay"
     extra_switches = EXTRA_SWITCHES
+    known_steps = STATUSES
+    step_noun = "statuses"
 
     def __init__(
         self,
@@ -149,13 +151,9 @@ class AlixSandbox(SandboxKit):
         host: str = "127.0.0.1",
         port: int = 0,
     ):
-        for name, value in (
-            ("partner_code", partner_code),
-            ("secret_key", secret_key),
-            ("webhook_secret_key", webhook_secret_key),
-        ):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string")
+        check_nonempty(
+            partner_code=partner_code, secret_key=secret_key, webhook_secret_key=webhook_secret_key
+        )
         if not isinstance(partner_public_key, RSAPublicKey):
             raise TypeError("partner_public_key must be an RSA public key")
         if alix_private_key is not None and not isinstance(alix_private_key, RSAPrivateKey):
@@ -169,9 +167,7 @@ class AlixSandbox(SandboxKit):
         self.partner_public_key = partner_public_key
         self.ipn_secret = ipn_secret
         self.envelope = envelope
-        self._alix_private_key = alix_private_key or rsa.generate_private_key(
-            public_exponent=65537, key_size=2048
-        )
+        self._alix_private_key = alix_private_key or new_rsa_key()
         self._order_webhook_secrets: dict[str, str] = {}
 
     @property
@@ -212,22 +208,12 @@ class AlixSandbox(SandboxKit):
             self._emit_locked(external_order_id)
             return copy.deepcopy(order)
 
-    def truth(self) -> dict[str, str]:
-        """Every order's present status, id -> status."""
-        with self._lock:
-            return {oid: order["status"] for oid, order in self._orders.items()}
-
     def signed_order(self, external_order_id: str) -> dict[str, Any]:
         """The order as AliX would serve it now: with its ``signature``. Raises KeyError."""
         with self._lock:
             if external_order_id not in self._orders:
                 raise KeyError(external_order_id)
             return self._signed_locked(external_order_id)
-
-    def _check_steps(self, steps: list[Any]) -> None:
-        unknown = [s for s in steps if s not in STATUSES]
-        if unknown:
-            raise ValueError(f"unknown statuses: {', '.join(map(str, unknown))}")
 
     # -- internals: orders and signing
 
@@ -375,10 +361,7 @@ class AlixSandbox(SandboxKit):
     def _api_details(self, raw: bytes) -> Reply:
         body = parse_object(raw)
         order_id = body.get("externalOrderId") if body is not None else None
-        switches = self._effective(order_id if isinstance(order_id, str) else None)
-        if switches["detail_delay"] > 0:
-            self._stopping.wait(switches["detail_delay"])
-        if switches["detail_fail"]:
+        if self._detail_fault(order_id if isinstance(order_id, str) else None):
             self.log.info("details for order %s: failing by switch (503)", order_id)
             return 503, {"error": "Service unavailable"}
         problem = self._check_request(body, DETAILS_REQUIRED, DETAILS_SIGNED)
@@ -392,8 +375,6 @@ class AlixSandbox(SandboxKit):
 
     def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
         match (method, parts):
-            case ("GET", ["orders"]):
-                return 200, {"orders": self.truth()}
             case ("POST", ["orders"]):
                 try:
                     order = self.create_order(
@@ -402,11 +383,6 @@ class AlixSandbox(SandboxKit):
                 except ValueError as exc:
                     return 400, {"error": str(exc)}
                 return 200, order
-            case ("GET", ["orders", order_id]):
-                try:
-                    return 200, self.order(order_id)
-                except KeyError:
-                    return 404, {"error": "unknown order"}
             case ("POST", ["orders", order_id, "advance"]):
                 with self._lock:
                     if order_id not in self._orders:
@@ -509,42 +485,10 @@ def _apply_status(order: dict[str, Any], status: str) -> None:
         order["tokenTransfer"]["txHash"] = "0x" + hashlib.sha256(seed).hexdigest()
 
 
-# -- keys and CLI
+# -- CLI
 
 
-def load_or_create_alix_key(key_dir: Path) -> RSAPrivateKey:
-    """AliX's key from ``key_dir/alix_private.pem``, created (2048 bits, mode 0600) when
-    absent; ``alix_public.pem`` is (re)written next to it so partners can verify."""
-    key_dir.mkdir(parents=True, exist_ok=True)
-    private_path = key_dir / "alix_private.pem"
-    public_path = key_dir / "alix_public.pem"
-    if private_path.exists():
-        key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
-        if not isinstance(key, RSAPrivateKey):
-            raise ValueError(f"{private_path} is not an RSA private key")
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        pem = key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        )
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(pem)
-    public_pem = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    if not public_path.exists() or public_path.read_bytes() != public_pem:
-        public_path.write_bytes(public_pem)
-    return key
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m orders.providers.alixpay.sandbox",
-        description="A fake AliX Pay on 127.0.0.1 (orders in memory; control API under /sandbox/).",
-    )
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
-    p.add_argument("--callback-url", default=None, help="where IPNs are POSTed (loopback only)")
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partner-code", required=True)
     p.add_argument("--secret-key", required=True, help="the partner API secret key")
     p.add_argument("--webhook-secret-key", required=True)
@@ -564,33 +508,37 @@ def _parser() -> argparse.ArgumentParser:
         help="which secret ends signed strings",
     )
     p.add_argument("--envelope", action="store_true", help="wrap answers in {success, message, data}")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    return p
+
+
+def _build(args: argparse.Namespace) -> AlixSandbox:
+    partner_key = load_rsa_public_key(Path(args.partner_public_key))
+    alix_key = None
+    if args.alix_key_dir:
+        key_dir = Path(args.alix_key_dir)
+        # PKCS#8 private, SubjectPublicKeyInfo public: the kit's defaults
+        alix_key = load_or_create_rsa_key(key_dir / "alix_private.pem", key_dir / "alix_public.pem")
+    return AlixSandbox(
+        partner_code=args.partner_code,
+        secret_key=args.secret_key,
+        webhook_secret_key=args.webhook_secret_key,
+        partner_public_key=partner_key,
+        alix_private_key=alix_key,
+        callback_url=args.callback_url,
+        ipn_secret=args.ipn_secret,
+        envelope=args.envelope,
+        port=args.port,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        partner_key = serialization.load_pem_public_key(Path(args.partner_public_key).read_bytes())
-        if not isinstance(partner_key, RSAPublicKey):
-            raise ValueError("not an RSA public key")
-        alix_key = load_or_create_alix_key(Path(args.alix_key_dir)) if args.alix_key_dir else None
-        sandbox = AlixSandbox(
-            partner_code=args.partner_code,
-            secret_key=args.secret_key,
-            webhook_secret_key=args.webhook_secret_key,
-            partner_public_key=partner_key,
-            alix_private_key=alix_key,
-            callback_url=args.callback_url,
-            ipn_secret=args.ipn_secret,
-            envelope=args.envelope,
-            port=args.port,
-        )
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"alixpay sandbox: {exc}", file=sys.stderr)
-        return 2
-    return serve_until_signalled(sandbox)
+    return run_cli(
+        AlixSandbox.name,
+        argv,
+        description="A fake AliX Pay on 127.0.0.1 (orders in memory; control API under /sandbox/).",
+        callback_help="where IPNs are POSTed (loopback only)",
+        add_arguments=_arguments,
+        build=_build,
+    )
 
 
 if __name__ == "__main__":

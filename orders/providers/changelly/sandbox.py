@@ -38,28 +38,32 @@ import copy
 import hashlib
 import hmac
 import ipaddress
-import logging
 import math
-import os
 import re
-import signal
-import sys
-import threading
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from pathlib import Path
-from typing import Any, Self
+from typing import Any
 
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from orders.providers import sandboxkit
 from orders.providers.changelly import signing
 from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH
-from orders.providers.sandboxkit import Reply, Request, SandboxKit, compact, parse_object
+from orders.providers.sandboxkit import (
+    Reply,
+    Request,
+    SandboxKit,
+    check_nonempty,
+    compact,
+    load_or_create_rsa_key,
+    load_rsa_public_key,
+    new_rsa_key,
+    parse_object,
+    run_cli,
+)
 
 STATUSES = ("created", "pending", "hold", "complete", "failed", "refunded", "expired")
 INITIAL_STATUS = "created"
@@ -97,38 +101,13 @@ EXTRA_SWITCHES: dict[str, Any] = {
 _GLOBAL_ONLY = frozenset({"rate_limit", "retry_after"})
 
 
-class _Body(bytes):
-    """A reply body that carries extra response headers (the kit sends only its own)."""
-
-    headers: Mapping[str, str]
-
-    def __new__(cls, data: bytes, headers: Mapping[str, str]) -> _Body:
-        body = super().__new__(cls, data)
-        body.headers = dict(headers)
-        return body
-
-
-class _Handler(sandboxkit._Handler):
-    """The kit's handler plus the headers a ``_Body`` carries (``Retry-After``)."""
-
-    _extra: Mapping[str, str] = {}
-
-    def _send(self, status: int, payload: Any) -> None:
-        self._extra = getattr(payload, "headers", {}) if isinstance(payload, _Body) else {}
-        super()._send(status, payload)
-
-    def end_headers(self) -> None:
-        for name, value in self._extra.items():
-            self.send_header(name, value)
-        self._extra = {}
-        super().end_headers()
-
-
 class ChangellySandbox(SandboxKit):
     """An in-memory Changelly Fiat API on 127.0.0.1. Thread-safe; see the module docstring."""
 
     name = "changelly"
     extra_switches = EXTRA_SWITCHES
+    known_steps = STATUSES
+    step_noun = "statuses"
 
     def __init__(
         self,
@@ -141,8 +120,7 @@ class ChangellySandbox(SandboxKit):
         host: str = "127.0.0.1",
         port: int = 0,
     ):
-        if not isinstance(api_key, str) or not api_key:
-            raise ValueError("api_key must be a non-empty string")
+        check_nonempty(api_key=api_key)
         if not isinstance(partner_public_key, RSAPublicKey):
             raise TypeError("partner_public_key must be an RSA public key")
         if callback_private_key is not None and not isinstance(callback_private_key, RSAPrivateKey):
@@ -153,17 +131,8 @@ class ChangellySandbox(SandboxKit):
         self.api_key = api_key
         self.partner_public_key = partner_public_key
         self.response_shape = response_shape
-        self._callback_private_key = callback_private_key or rsa.generate_private_key(
-            public_exponent=65537, key_size=2048
-        )
+        self._callback_private_key = callback_private_key or new_rsa_key()
         self._ids: dict[str, str] = {}  # orderId -> externalOrderId
-
-    def start(self) -> Self:
-        super().start()
-        assert self._server is not None
-        # The kit's handler sends no extra headers; ours adds Retry-After to a 429.
-        self._server.RequestHandlerClass = _Handler
-        return self
 
     @property
     def callback_public_key(self) -> RSAPublicKey:
@@ -227,11 +196,6 @@ class ChangellySandbox(SandboxKit):
             self._emit_locked(external)
             return copy.deepcopy(self._orders[external])
 
-    def truth(self) -> dict[str, str]:
-        """Every order's present status, ``externalOrderId`` -> status."""
-        with self._lock:
-            return {oid: order["status"] for oid, order in self._orders.items()}
-
     def order(self, order_id: str) -> dict[str, Any]:
         """The order (by ``externalOrderId`` or ``orderId``). Raises KeyError when unknown."""
         with self._lock:
@@ -253,11 +217,6 @@ class ChangellySandbox(SandboxKit):
                 raise ValueError(f"rate_limit: expected an integer 0..{MAX_RATE_LIMIT}")
             return value
         return super()._check_switch(name, value)
-
-    def _check_steps(self, steps: list[Any]) -> None:
-        unknown = [s for s in steps if s not in STATUSES]
-        if unknown:
-            raise ValueError(f"unknown statuses: {', '.join(map(str, unknown))}")
 
     # -- internals: orders and callbacks
 
@@ -319,8 +278,11 @@ class ChangellySandbox(SandboxKit):
             self._switches["rate_limit"] = left - 1
             retry_after = self._switches["retry_after"]
         self.log.info("answering 429 by switch (%d left)", left - 1)
-        body = compact(_error_body("tooManyRequests", "Too many requests"))
-        return 429, _Body(body, {"Retry-After": str(math.ceil(retry_after))})
+        return (
+            429,
+            _error_body("tooManyRequests", "Too many requests"),
+            {"Retry-After": str(math.ceil(retry_after))},
+        )
 
     def _authentic(self, request: Request) -> bool:
         key = request.headers.get(signing.API_KEY_HEADER) or ""
@@ -384,11 +346,7 @@ class ChangellySandbox(SandboxKit):
             limit = _query_int(request.arg("limit"), "limit", MAX_LIMIT, 1, MAX_LIMIT)
         except ValueError as exc:
             return _error(400, "validation", str(exc))
-        named = self._named_order(filters)
-        switches = self._effective(named)
-        if switches["detail_delay"] > 0:
-            self._stopping.wait(switches["detail_delay"])
-        if switches["detail_fail"]:
+        if self._detail_fault(self._named_order(filters)):
             self.log.info("GET %s: failing by switch (503)", ORDERS_PATH)
             return _error(503, "unavailable", "Service unavailable")
         with self._lock:
@@ -445,8 +403,6 @@ class ChangellySandbox(SandboxKit):
 
     def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
         match (method, parts):
-            case ("GET", ["orders"]):
-                return 200, {"orders": self.truth()}
             case ("POST", ["orders"]):
                 try:
                     order = self.create_order(
@@ -458,11 +414,6 @@ class ChangellySandbox(SandboxKit):
                 except ValueError as exc:
                     return 400, {"error": str(exc)}
                 return 200, order
-            case ("GET", ["orders", order_id]):
-                try:
-                    return 200, self.order(order_id)
-                except KeyError:
-                    return 404, {"error": "unknown order"}
             case ("POST", ["orders", order_id, "advance"]):
                 status = body.get("status")
                 if status not in STATUSES:
@@ -616,37 +567,10 @@ def _apply_status(order: dict[str, Any], status: str) -> None:
         order["transactionHash"] = hashlib.sha256(f"{order['orderId']}|tx".encode()).hexdigest()
 
 
-# -- keys and CLI
+# -- CLI
 
 
-def load_or_create_callback_key(key_dir: Path) -> RSAPrivateKey:
-    """The callback key from ``key_dir/callback_private.pem`` (PKCS#1), created (2048 bits,
-    mode 0600) when absent; ``callback_public.pem`` (PKCS#1) is (re)written next to it."""
-    key_dir.mkdir(parents=True, exist_ok=True)
-    private_path = key_dir / "callback_private.pem"
-    public_path = key_dir / "callback_public.pem"
-    if private_path.exists():
-        key = serialization.load_pem_private_key(private_path.read_bytes(), password=None)
-        if not isinstance(key, RSAPrivateKey):
-            raise ValueError(f"{private_path} is not an RSA private key")
-    else:
-        key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-        fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(signing.private_key_pem(key))
-    public_pem = signing.public_key_pem(key.public_key())
-    if not public_path.exists() or public_path.read_bytes() != public_pem:
-        public_path.write_bytes(public_pem)
-    return key
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m orders.providers.changelly.sandbox",
-        description="A fake Changelly Fiat API on 127.0.0.1 (orders in memory; control API under /sandbox/).",
-    )
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
-    p.add_argument("--callback-url", default=None, help="where callbacks are POSTed (loopback only)")
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--api-key", required=True, help="the X-Api-Key to expect")
     p.add_argument(
         "--partner-public-key", required=True, metavar="PATH", help="PEM of the partner's public key"
@@ -658,52 +582,39 @@ def _parser() -> argparse.ArgumentParser:
         help="keep the callback key pair here (callback_private.pem, callback_public.pem); reused across restarts",
     )
     p.add_argument("--response-shape", choices=SHAPES, default="object", help="GET /v1/orders answer shape")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    return p
+
+
+def _build(args: argparse.Namespace) -> ChangellySandbox:
+    partner_key = load_rsa_public_key(Path(args.partner_public_key))
+    callback_key = None
+    if args.callback_key_dir:
+        key_dir = Path(args.callback_key_dir)
+        callback_key = load_or_create_rsa_key(
+            key_dir / "callback_private.pem",
+            key_dir / "callback_public.pem",
+            # PKCS#1 both, as Changelly hands keys out (signing.private_key_pem, public_key_pem)
+            private_format=serialization.PrivateFormat.TraditionalOpenSSL,
+            public_format=serialization.PublicFormat.PKCS1,
+        )
+    return ChangellySandbox(
+        api_key=args.api_key,
+        partner_public_key=partner_key,
+        callback_private_key=callback_key,
+        callback_url=args.callback_url,
+        response_shape=args.response_shape,
+        port=args.port,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        partner_key = serialization.load_pem_public_key(Path(args.partner_public_key).read_bytes())
-        if not isinstance(partner_key, RSAPublicKey):
-            raise ValueError("not an RSA public key")
-        callback_key = (
-            load_or_create_callback_key(Path(args.callback_key_dir)) if args.callback_key_dir else None
-        )
-        sandbox = ChangellySandbox(
-            api_key=args.api_key,
-            partner_public_key=partner_key,
-            callback_private_key=callback_key,
-            callback_url=args.callback_url,
-            response_shape=args.response_shape,
-            port=args.port,
-        )
-    except (OSError, ValueError, TypeError) as exc:
-        print(f"changelly sandbox: {exc}", file=sys.stderr)
-        return 2
-
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: Any) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        try:
-            sandbox.start()
-        except OSError as exc:
-            print(f"changelly sandbox: cannot listen on {args.port}: {exc}", file=sys.stderr)
-            return 2
-        print(f"changelly sandbox listening on {sandbox.url}", flush=True)
-        while not stop.wait(0.5):
-            continue
-    finally:
-        sandbox.stop()
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return 0
+    return run_cli(
+        ChangellySandbox.name,
+        argv,
+        description="A fake Changelly Fiat API on 127.0.0.1 (orders in memory; control API under /sandbox/).",
+        callback_help="where callbacks are POSTed (loopback only)",
+        add_arguments=_arguments,
+        build=_build,
+    )
 
 
 if __name__ == "__main__":

@@ -32,8 +32,6 @@ import argparse
 import copy
 import hashlib
 import hmac
-import logging
-import sys
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -46,10 +44,11 @@ from orders.providers.sandboxkit import (
     Request,
     SandboxKit,
     check_loopback_url,
+    check_nonempty,
     finite_number,
     is_loopback_url,
     parse_object,
-    serve_until_signalled,
+    run_cli,
 )
 
 SELL_EVENTS = (
@@ -112,6 +111,9 @@ class FuspaySandbox(SandboxKit):
 
     name = "fuspay"
     extra_switches = EXTRA_SWITCHES
+    status_field = "event_name"  # an order's last event
+    known_steps = (*SELL_EVENTS, *BUY_EVENTS)
+    step_noun = "events"
 
     def __init__(
         self,
@@ -126,13 +128,7 @@ class FuspaySandbox(SandboxKit):
         host: str = "127.0.0.1",
         port: int = 0,
     ):
-        for name, value in (
-            ("partner_id", partner_id),
-            ("public_key", public_key),
-            ("secret_key", secret_key),
-        ):
-            if not isinstance(value, str) or not value:
-                raise ValueError(f"{name} must be a non-empty string")
+        check_nonempty(partner_id=partner_id, public_key=public_key, secret_key=secret_key)
         if recipe not in signing.LOCAL_RECIPES:
             raise ValueError(f"recipe must be one of {', '.join(signing.LOCAL_RECIPES)}")
         if key_mode not in signing.KEY_MODES:
@@ -211,21 +207,10 @@ class FuspaySandbox(SandboxKit):
             self._emit_locked(partner_order_id)
             return copy.deepcopy(order)
 
-    def truth(self) -> dict[str, str]:
-        """Every order's last event name, id -> event name."""
-        with self._lock:
-            return {oid: order["event_name"] for oid, order in self._orders.items()}
-
     def signed_event(self, partner_order_id: str) -> dict[str, Any]:
         """The order's present event body as Fuspay would post it, with its ``signature``."""
         with self._lock:
             return self._signed_locked(partner_order_id)
-
-    def _check_steps(self, steps: list[Any]) -> None:
-        known = set(SELL_EVENTS) | set(BUY_EVENTS)
-        unknown = [s for s in steps if s not in known]
-        if unknown:
-            raise ValueError(f"unknown events: {', '.join(map(str, unknown))}")
 
     # -- internals: orders and events
 
@@ -352,10 +337,7 @@ class FuspaySandbox(SandboxKit):
         return 200, {"message": "OK"}
 
     def _slow_or_failing(self, order_id: str | None) -> Reply | None:
-        switches = self._effective(order_id)
-        if switches["detail_delay"] > 0:
-            self._stopping.wait(switches["detail_delay"])
-        if switches["detail_fail"]:
+        if self._detail_fault(order_id):
             self.log.info("detail for order %s: failing by switch (503)", order_id)
             return 503, _error("Service unavailable")
         return None
@@ -416,8 +398,6 @@ class FuspaySandbox(SandboxKit):
 
     def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
         match (method, parts):
-            case ("GET", ["orders"]):
-                return 200, {"orders": self.truth()}
             case ("POST", ["orders"]):
                 try:
                     order = self.create_order(
@@ -430,11 +410,6 @@ class FuspaySandbox(SandboxKit):
                 except (TypeError, ValueError) as exc:
                     return 400, {"error": str(exc)}
                 return 200, order
-            case ("GET", ["orders", order_id]):
-                try:
-                    return 200, self.order(order_id)
-                except KeyError:
-                    return 404, {"error": "unknown order"}
             case ("POST", ["orders", order_id, "advance"]):
                 extra = dict(body)
                 event = extra.pop("event", None)
@@ -596,41 +571,37 @@ def _apply_event(order: dict[str, Any], private: dict[str, Any], event_name: str
 # -- CLI
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m orders.providers.fuspay.sandbox",
-        description="A fake Fuspay Axis on 127.0.0.1 (orders in memory; control API under /sandbox/).",
-    )
-    p.add_argument("--port", type=int, default=0, help="port on 127.0.0.1 (0 picks a free one)")
-    p.add_argument("--callback-url", default=None, help="default partner_callback_url (loopback only)")
+def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--partner-id", required=True)
     p.add_argument("--public-key", required=True)
     p.add_argument("--secret-key", required=True)
     p.add_argument("--recipe", choices=signing.LOCAL_RECIPES, default=signing.HMAC_SHA512)
     p.add_argument("--key-mode", choices=signing.KEY_MODES, default=signing.PUBLIC_PLUS_SECRET)
     p.add_argument("--getorder-shape", choices=GETORDER_SHAPES, default="event")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
-    return p
+
+
+def _build(args: argparse.Namespace) -> FuspaySandbox:
+    return FuspaySandbox(
+        partner_id=args.partner_id,
+        public_key=args.public_key,
+        secret_key=args.secret_key,
+        recipe=args.recipe,
+        key_mode=args.key_mode,
+        callback_url=args.callback_url,
+        getorder_shape=args.getorder_shape,
+        port=args.port,
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    try:
-        sandbox = FuspaySandbox(
-            partner_id=args.partner_id,
-            public_key=args.public_key,
-            secret_key=args.secret_key,
-            recipe=args.recipe,
-            key_mode=args.key_mode,
-            callback_url=args.callback_url,
-            getorder_shape=args.getorder_shape,
-            port=args.port,
-        )
-    except ValueError as exc:
-        print(f"fuspay sandbox: {exc}", file=sys.stderr)
-        return 2
-    return serve_until_signalled(sandbox)
+    return run_cli(
+        FuspaySandbox.name,
+        argv,
+        description="A fake Fuspay Axis on 127.0.0.1 (orders in memory; control API under /sandbox/).",
+        callback_help="default partner_callback_url (loopback only)",
+        add_arguments=_arguments,
+        build=_build,
+    )
 
 
 if __name__ == "__main__":
