@@ -10,7 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Engine, inspect
+from sqlalchemy import Engine
 
 from orders.db import make_engine
 
@@ -28,7 +28,3 @@ def upgrade(url_or_engine: str | Engine, revision: str = "head") -> None:
     """Bring the database at ``url_or_engine`` to ``revision`` (default: the newest)."""
     engine = make_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
     command.upgrade(alembic_config(engine), revision)
-
-
-def current_tables(engine: Engine) -> set[str]:
-    return set(inspect(engine).get_table_names())

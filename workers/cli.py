@@ -29,7 +29,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
     settings = _settings()
     upgrade(settings.database_url)
-    print("database is at the newest schema")
+    print(f"database {settings.safe_database_url} is at the newest schema")
     return 0
 
 

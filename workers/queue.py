@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any
 
@@ -208,7 +207,3 @@ class Queues:
 
 def _describe(event: Event) -> str:
     return f"apply {event.source} {event.provider} {event.provider_status}"
-
-
-def job_summary(job: Job) -> Mapping[str, Any]:
-    return {"id": job.id, "status": job.get_status(refresh=False), "func": job.func_name}

@@ -586,3 +586,13 @@ def test_settings_are_frozen(keys: Keys, tmp_path: Path) -> None:
     assert isinstance(s.alixpay.secret_keys, tuple)
     assert isinstance(s.alixpay.public_keys, tuple)
     assert isinstance(s.alixpay.poll.backoff, tuple)
+
+
+def test_safe_urls_mask_passwords(tmp_path) -> None:
+    s = load_settings(
+        {"DATABASE_URL": "postgres://app:s3cret@db:5432/rw", "REDIS_URL": "redis://:r3dis@cache:6379/0"},
+        tmp_path,
+    )
+    assert s.safe_database_url == "postgresql+psycopg://app:***@db:5432/rw"
+    assert s.safe_redis_url == "redis://:***@cache:6379/0"
+    assert load_settings({}, tmp_path).safe_redis_url == "redis://127.0.0.1:6379/0"

@@ -42,6 +42,7 @@ def test_migrate_create_reconcile_show(
     env: Path, sandbox: AlixSandbox, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert cli.main(["migrate"]) == 0
+    assert f"database sqlite:///{env} is at the newest schema" in capsys.readouterr().out
     assert cli.main(["orders", "create", "alixpay", json.dumps(ORDER)]) == 0
     assert "cli-1: AWAITING_PAYMENT" in capsys.readouterr().out
     sandbox.set_switches(drop=True)

@@ -25,6 +25,7 @@ from orders.events import Event, decimal_text, utcnow
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.client import AlixPayClient, VerifiedOrder
 from orders.providers.alixpay.statuses import STATUS_MAP
+from orders.providers.payload import load, parse_json_object
 
 SLUG = "alixpay"
 
@@ -54,17 +55,6 @@ class IPNSchema(Schema):
     status = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        text = body.decode("utf-8")
-        data = json.loads(text)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidPayload("body is not valid UTF-8 JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidPayload("body is not a JSON object")
-    return data
-
-
 class AlixPayAdapter:
     slug = SLUG
     status_map = STATUS_MAP
@@ -76,11 +66,7 @@ class AlixPayAdapter:
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str], received_at: datetime) -> Event:
         data = parse_json_object(body)
-        try:
-            IPNSchema().load(data)
-        except ValidationError as exc:
-            names = sorted(str(k) for k in exc.normalized_messages())
-            raise InvalidPayload(f"missing or invalid fields: {', '.join(names)}", names) from exc
+        load(IPNSchema(), data)
         signature = data.get("signature")
         if not isinstance(signature, str) or not signature:
             raise SignatureInvalid("missing signature")
@@ -212,11 +198,7 @@ class CashoutSchema(Schema):
 def validate_create(request: Mapping[str, Any]) -> dict[str, Any]:
     """The validated create request; InvalidPayload names every bad field."""
     schema: Schema = CashoutSchema() if request.get("kind") == "cashout" else SellOrderSchema()
-    try:
-        return schema.load(dict(request))
-    except ValidationError as exc:
-        names = sorted(str(k) for k in exc.normalized_messages())
-        raise InvalidPayload(f"missing or invalid fields: {', '.join(names)}", names) from exc
+    return load(schema, request)
 
 
 def creation_event(request: Mapping[str, Any], received_at: datetime) -> Event:

@@ -50,6 +50,7 @@ from orders.events import Event, decimal_text, utcnow
 from orders.providers.changelly import signing
 from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH, ChangellyClient
 from orders.providers.changelly.statuses import STATUS_MAP
+from orders.providers.payload import load, parse_json_object
 
 SLUG = "changelly"
 POLL_VERIFIED_BY = "CHANGELLY_API_KEY:request"
@@ -340,11 +341,7 @@ class SellOrderSchema(Schema):
 def validate_create(request: Mapping[str, Any]) -> dict[str, Any]:
     """The validated sell order (``amountFrom`` as a decimal string, optional fields
     only when given); InvalidPayload names every bad field, sorted."""
-    try:
-        return SellOrderSchema().load(dict(request))
-    except ValidationError as exc:
-        names = sorted(str(k) for k in exc.normalized_messages())
-        raise InvalidPayload(f"missing or invalid fields: {', '.join(names)}", names) from exc
+    return load(SellOrderSchema(), request)
 
 
 def creation_event(request: Mapping[str, Any], received_at: datetime) -> Event:
@@ -365,16 +362,6 @@ def creation_event(request: Mapping[str, Any], received_at: datetime) -> Event:
 
 
 # -- helpers
-
-
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidPayload("body is not valid UTF-8 JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidPayload("body is not a JSON object")
-    return data
 
 
 def looks_like_sell(order: Mapping[str, Any]) -> bool:

@@ -44,6 +44,7 @@ from orders.providers.fuspay import signing
 from orders.providers.fuspay.client import GET_ORDER_PATH, Answer, FuspayClient
 from orders.providers.fuspay.statuses import STATUS_MAP
 from orders.providers.jsformat import js_number
+from orders.providers.payload import load, parse_json_object
 
 SLUG = "fuspay"
 KINDS = ("sell", "buy")
@@ -64,16 +65,6 @@ PERSONAL_FIELDS = (
 )
 
 
-def parse_json_object(body: bytes) -> dict[str, Any]:
-    try:
-        data = json.loads(body.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidPayload("body is not valid UTF-8 JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidPayload("body is not a JSON object")
-    return data
-
-
 class EventSchema(Schema):
     """What a Fuspay event must carry; every other field is kept in the raw body."""
 
@@ -82,11 +73,6 @@ class EventSchema(Schema):
 
     event_name = fields.String(required=True, validate=validate.Length(min=1, max=64))
     partner_order_id = fields.String(required=True, validate=validate.Length(min=1, max=MAX_ID))
-
-
-def _invalid(exc: ValidationError) -> InvalidPayload:
-    names = sorted(str(k) for k in exc.normalized_messages())
-    return InvalidPayload(f"missing or invalid fields: {', '.join(names)}", names)
 
 
 def payment_status(value: Any) -> str | None:
@@ -245,10 +231,7 @@ class FuspayAdapter:
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str], received_at: datetime) -> Event:
         data = parse_json_object(body)
-        try:
-            EventSchema().load(data)
-        except ValidationError as exc:
-            raise _invalid(exc) from exc
+        load(EventSchema(), data)
         signature = data.get("signature")
         if not isinstance(signature, str) or not signature:
             raise SignatureInvalid("missing signature")
@@ -348,10 +331,7 @@ class FuspayAdapter:
         payload = dict(request)
         if payload.get("partner_callback_url") is None and self.settings.callback_url is not None:
             payload["partner_callback_url"] = self.settings.callback_url
-        try:
-            return SellOrderSchema().load(payload)
-        except ValidationError as exc:
-            raise _invalid(exc) from exc
+        return load(SellOrderSchema(), payload)
 
     def creation_event(self, request: Mapping[str, Any], received_at: datetime) -> Event:
         """The record of our own creation request (no provider status; no personal data)."""
