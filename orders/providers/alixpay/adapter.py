@@ -20,7 +20,7 @@ import requests
 from marshmallow import Schema, ValidationError, fields, validate
 
 from config import AlixPaySettings
-from orders.errors import InvalidPayload, SignatureInvalid
+from orders.errors import BadEventPayload, InvalidPayload, SignatureInvalid
 from orders.events import Event, decimal_text, utcnow
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.client import AlixPayClient, VerifiedOrder
@@ -38,7 +38,7 @@ class _Amount(fields.Field):
             raise ValidationError("must be a number")
         try:
             decimal_text(signing.js_number(value))
-        except Exception as exc:
+        except (BadEventPayload, TypeError) as exc:
             raise ValidationError("must be a finite number") from exc
         return value
 
@@ -154,7 +154,7 @@ def _amount_or_none(value: Any) -> str | None:
         return None
     try:
         return decimal_text(signing.js_number(value))
-    except Exception:
+    except (BadEventPayload, TypeError):
         return None
 
 

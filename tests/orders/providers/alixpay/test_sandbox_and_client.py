@@ -8,10 +8,8 @@ import signal
 import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -21,6 +19,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from recorders import CallbackRecorder
 
 from config import AlixPaySettings, Named
 from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
@@ -47,48 +46,13 @@ def keys() -> SimpleNamespace:
     return SimpleNamespace(partner=gen(), alix=gen(), other=gen())
 
 
-class Receiver:
-    """A tiny stdlib HTTP server that records every POST (our stand-in for rampwatch)."""
+class Receiver(CallbackRecorder):
+    """Records the IPNs the sandbox posts."""
 
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.posts.append({"headers": dict(self.headers), "raw": raw, "at": time.monotonic()})
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"OK")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.daemon = True
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/alixpay"
-
-    def bodies(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(p["raw"]) for p in self.posts]
+    path = "/webhooks/alixpay"
 
     def statuses(self, order_id: str | None = None) -> list[str]:
         return [b["status"] for b in self.bodies() if order_id is None or b["externalOrderId"] == order_id]
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ from __future__ import annotations
 
 import functools
 import json
-import threading
 from collections.abc import Mapping
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
+from recorders import CallbackRecorder, Loopback
 
 from config import ChangellySettings, Named, PollPolicy
 
@@ -67,60 +67,16 @@ def fixture(name: str) -> Any:
     return json.loads(fixture_bytes(name))
 
 
-class _Loopback:
-    def __init__(self, handler: type[BaseHTTPRequestHandler]):
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.daemon = True
-        self.thread.start()
+class Receiver(CallbackRecorder):
+    """Records the callbacks the sandbox posts."""
 
-    @property
-    def base(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}"
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
-
-
-class Receiver(_Loopback):
-    """Records every POST (headers, raw body) and answers 200."""
-
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.posts.append({"headers": dict(self.headers), "raw": raw})
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"OK")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        super().__init__(Handler)
-
-    @property
-    def url(self) -> str:
-        return self.base + "/webhooks/changelly"
-
-    def bodies(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [json.loads(p["raw"]) for p in self.posts]
+    path = "/webhooks/changelly"
 
     def statuses(self) -> list[str]:
         return [b["status"] for b in self.bodies()]
 
 
-class Canned(_Loopback):
+class Canned(Loopback):
     """Answers every request with ``reply = (status, body bytes, headers)``; records requests."""
 
     def __init__(self, status: int = 200, body: bytes = b"{}", headers: Mapping[str, str] | None = None):

@@ -4,15 +4,16 @@ recording callback receiver. Nothing here talks to anything but 127.0.0.1."""
 from __future__ import annotations
 
 import json
-import threading
-import time
-from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import pytest
+from recorders import CallbackRecorder
+
 from config import FuspaySettings, Named, PollPolicy
 from orders.providers.fuspay import signing
+from orders.providers.fuspay.sandbox import FuspaySandbox
 from orders.providers.jsformat import js_stringify
 
 PARTNER = "p176517"
@@ -80,47 +81,34 @@ def wire(body: Mapping[str, Any]) -> bytes:
     return js_stringify(dict(body)).encode("utf-8")
 
 
-class Receiver:
-    """A tiny HTTP server on 127.0.0.1 that records every POST (rampwatch's stand-in)."""
+class Receiver(CallbackRecorder):
+    """Records the events the sandbox posts (rampwatch's stand-in)."""
 
-    def __init__(self) -> None:
-        self.posts: list[dict[str, Any]] = []
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with receiver.lock:
-                    receiver.posts.append({"headers": dict(self.headers), "raw": raw, "at": time.monotonic()})
-                self.send_response(200)
-                self.send_header("Content-Length", "2")
-                self.end_headers()
-                self.wfile.write(b"OK")
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
-        self.thread.start()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/webhooks/fuspay"
-
-    def raws(self) -> list[bytes]:
-        with self.lock:
-            return [p["raw"] for p in self.posts]
+    path = "/webhooks/fuspay"
 
     def events(self, order_id: str | None = None) -> list[str]:
-        bodies = [json.loads(raw) for raw in self.raws()]
-        return [b["event_name"] for b in bodies if order_id is None or b["partner_order_id"] == order_id]
+        return [
+            b["event_name"] for b in self.bodies() if order_id is None or b["partner_order_id"] == order_id
+        ]
 
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+
+@pytest.fixture(name="receiver")
+def receiver_fixture() -> Iterator[Receiver]:
+    rec = Receiver()
+    yield rec
+    rec.close()
+
+
+@pytest.fixture(name="make_sandbox")
+def make_sandbox_fixture() -> Iterator[Callable[..., FuspaySandbox]]:
+    """Start sandboxes with the test keys (and any other constructor arguments); stops them after."""
+    started: list[FuspaySandbox] = []
+
+    def make(**kw: Any) -> FuspaySandbox:
+        sandbox = FuspaySandbox(partner_id=PARTNER, public_key=PUBLIC, secret_key=SECRET, **kw)
+        started.append(sandbox.start())
+        return sandbox
+
+    yield make
+    for sandbox in started:
+        sandbox.stop()

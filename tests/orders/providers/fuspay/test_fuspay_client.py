@@ -11,7 +11,18 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from fuspay_testkit import CURRENT, PARTNER, PUBLIC, SECRET, Receiver, settings_for, signed, wire
+from fuspay_testkit import (  # noqa: F401 - fixtures
+    CURRENT,
+    PARTNER,
+    PUBLIC,
+    SECRET,
+    Receiver,
+    make_sandbox_fixture,
+    receiver_fixture,
+    settings_for,
+    signed,
+    wire,
+)
 
 from config import Named, PollPolicy
 from orders.db import make_engine
@@ -24,7 +35,7 @@ from orders.errors import (
 )
 from orders.providers import STATUS_MAPS
 from orders.providers.fuspay.adapter import FuspayAdapter
-from orders.providers.fuspay.sandbox import SELL_EVENTS, FuspaySandbox
+from orders.providers.fuspay.sandbox import SELL_EVENTS
 from orders.providers.fuspay.statuses import STATUS_MAP
 from orders.providers.sandboxkit import Reply, Request, SandboxKit
 from orders.service import create_order
@@ -33,27 +44,6 @@ from orders.store import Store
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 BY_REQUEST = "FUSPAY_SECRET_KEY:request"
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.close()
-
-
-@pytest.fixture
-def make_sandbox() -> Iterator[Callable[..., FuspaySandbox]]:
-    started: list[FuspaySandbox] = []
-
-    def make(**kw: Any) -> FuspaySandbox:
-        sandbox = FuspaySandbox(partner_id=PARTNER, public_key=PUBLIC, secret_key=SECRET, **kw)
-        started.append(sandbox.start())
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
 
 
 class Stub(SandboxKit):

@@ -9,14 +9,21 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
-from fuspay_testkit import PARTNER, PUBLIC, SECRET, Receiver, fixture, settings_for
+from fuspay_testkit import (  # noqa: F401 - fixtures
+    PARTNER,
+    PUBLIC,
+    SECRET,
+    Receiver,
+    fixture,
+    make_sandbox_fixture,
+    receiver_fixture,
+    settings_for,
+)
 
 from orders.errors import SignatureInvalid
 from orders.providers.fuspay import signing
@@ -42,27 +49,6 @@ SELL_REQUEST = {
     "refund_wallet_address": "T-refund",
 }
 AUTH = {"Authorization": f"Bearer {SECRET}", "x-partner-id": PARTNER}
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    rec = Receiver()
-    yield rec
-    rec.close()
-
-
-@pytest.fixture
-def make_sandbox() -> Iterator[Callable[..., FuspaySandbox]]:
-    started: list[FuspaySandbox] = []
-
-    def make(**kw: Any) -> FuspaySandbox:
-        sandbox = FuspaySandbox(partner_id=PARTNER, public_key=PUBLIC, secret_key=SECRET, **kw)
-        started.append(sandbox.start())
-        return sandbox
-
-    yield make
-    for sandbox in started:
-        sandbox.stop()
 
 
 def parse(raw: bytes):
