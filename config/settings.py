@@ -30,6 +30,9 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_PATH = "var/rampwatch.sqlite3"
 DEFAULT_POLL_BACKOFF = (30, 60, 120, 300, 600, 1800, 3600)
 DEFAULT_POLL_HORIZON = 72 * 3600
+# How a rediss:// server's certificate is checked: hosted Redis add-ons (Heroku
+# Redis) present self-signed certificates, which only "none" accepts.
+REDIS_TLS_VERIFY_MODES = ("required", "none")
 
 
 class ConfigError(Exception):
@@ -130,6 +133,7 @@ class Settings:
     # URLs carry passwords (Heroku's DATABASE_URL always does): kept out of repr.
     database_url: str = field(repr=False)
     redis_url: str = field(repr=False)
+    redis_tls_verify: str = "required"
     api_token: str | None = field(default=None, repr=False)
     alixpay: AlixPaySettings | None = None
     fuspay: FuspaySettings | None = None
@@ -473,6 +477,7 @@ def load_settings(env: Mapping[str, str] | None = None, base_dir: Path | None = 
     settings = Settings(
         database_url=normalise_database_url(database_url),
         redis_url=redis_url,
+        redis_tls_verify=r.choice("REDIS_TLS_VERIFY", REDIS_TLS_VERIFY_MODES),
         api_token=api_token,
         alixpay=_alixpay(r),
         fuspay=_fuspay(r),

@@ -10,6 +10,7 @@ from redis import Redis
 
 from config import Settings
 from orders.db import make_engine
+from orders.migrate import Revisions
 from orders.providers import STATUS_MAPS, build_adapters, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
@@ -26,6 +27,8 @@ class Deps:
     store: Store
     adapters: dict[str, ProviderAdapter]
     queues: Queues
+    # What /readyz compares the database's schema with, read once per app.
+    revisions: Revisions
 
 
 def create_app(
@@ -39,10 +42,10 @@ def create_app(
     app = Flask("rampwatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    redis = redis or connect(settings.redis_url)
+    redis = redis or connect(settings.redis_url, tls_verify=settings.redis_tls_verify)
     store = store or Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
     adapters = build_adapters(settings) if adapters is None else adapters
-    app.extensions["rampwatch"] = Deps(settings, redis, store, adapters, Queues(redis))
+    app.extensions["rampwatch"] = Deps(settings, redis, store, adapters, Queues(redis), Revisions.load())
     errors.register(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)

@@ -1,5 +1,9 @@
-"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: Redis and the
-database answer)."""
+"""Liveness (``/healthz``: the process answers) and readiness (``/readyz``: Redis
+answers, and the database answers at the newest schema of this release).
+
+A ``rediss://`` certificate that does not verify is reported as such, naming the
+setting that accepts a hosted Redis's self-signed certificate.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,9 @@ from flask import Blueprint, current_app, jsonify
 from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+
+from orders.migrate import current_revisions
+from workers.queue import tls_verify_failure
 
 bp = Blueprint("health", __name__)
 
@@ -26,12 +33,14 @@ def readyz() -> Any:
         deps.redis.ping()
         checks["redis"] = "ok"
     except RedisError as exc:
-        checks["redis"] = f"unavailable ({type(exc).__name__})"
+        checks["redis"] = tls_verify_failure(exc) or f"unavailable ({type(exc).__name__})"
     try:
         with deps.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
+            checks["database"] = "ok"
+            checks["schema"] = deps.revisions.report(current_revisions(conn))
     except SQLAlchemyError as exc:
         checks["database"] = f"unavailable ({type(exc).__name__})"
+        checks.setdefault("schema", "unknown (database unavailable)")
     ready = all(v == "ok" for v in checks.values())
     return jsonify({"status": "ready" if ready else "not ready", "checks": checks}), 200 if ready else 503

@@ -11,15 +11,31 @@ import json
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from config import ConfigError, Settings, load_settings
 from config.logs import configure_logging
+
+if TYPE_CHECKING:
+    from redis import Redis
 
 
 def _settings() -> Settings:
     try:
         return load_settings()
     except ConfigError as exc:
+        print(f"rampwatch: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+def _check_redis_tls(redis: Redis) -> None:
+    """Stop with one line naming REDIS_TLS_VERIFY, not a traceback, when the
+    ``rediss://`` certificate does not verify."""
+    from workers.queue import RedisTLSVerifyFailed, check_tls_at_start
+
+    try:
+        check_tls_at_start(redis)
+    except RedisTLSVerifyFailed as exc:
         print(f"rampwatch: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
 
@@ -40,6 +56,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
     settings = _settings()
     configure_logging(settings.log_level)
     runtime = Runtime.build(settings)
+    _check_redis_tls(runtime.redis)
     run_worker(runtime, burst=args.burst, name=args.name)
     return 0
 
@@ -50,7 +67,8 @@ def cmd_clock(args: argparse.Namespace) -> int:
 
     settings = _settings()
     configure_logging(settings.log_level)
-    redis = connect(settings.redis_url, timeout=5)
+    redis = connect(settings.redis_url, timeout=5, tls_verify=settings.redis_tls_verify)
+    _check_redis_tls(redis)
     clock = Clock(redis, Queues(redis), settings.sweep_interval)
     clock.install_signal_handlers()
     clock.run()

@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import ssl
 from datetime import timedelta
 from typing import Any
 
 from redis import Redis
 from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -52,17 +55,64 @@ HEAL_WINDOW = 60  # seconds: at most one healing poll per order per window
 HEAL_GLOBAL_PER_WINDOW = 120  # and at most this many across all orders
 
 
-def connect(url: str, *, timeout: float = 2.0) -> Redis:
+def connect(url: str, *, timeout: float = 2.0, tls_verify: str = "required") -> Redis:
     """A Redis client with bounded timeouts and two quick retries (well under a second
     in all), so a webhook answers 503 promptly when Redis is down instead of waiting
-    out redis-py's default backoff."""
+    out redis-py's default backoff.
+
+    For ``rediss://``, ``tls_verify`` (``REDIS_TLS_VERIFY``) is how the server's
+    certificate is checked: ``required``, or ``none`` for a hosted Redis whose
+    certificate is self-signed."""
+    # redis-py's plain connection class refuses ssl_* arguments: pass them for TLS only.
+    tls = {"ssl_cert_reqs": tls_verify} if url.startswith("rediss://") else {}
     return Redis.from_url(
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
         retry=RedisRetry(ExponentialBackoff(cap=0.25, base=0.05), 2),
         health_check_interval=30,
+        **tls,
     )
+
+
+class RedisTLSVerifyFailed(RedisConnectionError):
+    """The Redis server's TLS certificate did not verify; the message names the setting."""
+
+
+def tls_verify_failure(exc: BaseException) -> str | None:
+    """What to tell an operator when ``exc`` is a failed certificate check, else None.
+
+    redis-py wraps the ``ssl`` error in its own ConnectionError (the original is
+    its ``__context__``), so the chain is searched, then the message."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return _tls_message(seen.verify_message or "certificate verify failed")
+        seen = seen.__cause__ or seen.__context__
+    if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+        return _tls_message("certificate verify failed")
+    return None
+
+
+def _tls_message(reason: str) -> str:
+    return (
+        f"Redis TLS certificate verification failed for REDIS_URL ({reason}); "
+        "hosted Redis with a self-signed certificate needs REDIS_TLS_VERIFY=none"
+    )
+
+
+def check_tls_at_start(redis: Redis) -> None:
+    """Ping once at start-up; raise RedisTLSVerifyFailed if the certificate does not verify.
+
+    Retrying cannot fix a certificate, so that one stops the process with a message
+    naming the setting. Any other Redis error is left to the caller's own policy
+    (the clock retries, the web answers 503 until Redis is back)."""
+    try:
+        redis.ping()
+    except RedisError as exc:
+        message = tls_verify_failure(exc)
+        if message is not None:
+            raise RedisTLSVerifyFailed(message) from exc
 
 
 def short_hash(*parts: str) -> str:

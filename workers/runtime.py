@@ -39,7 +39,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings, redis: Redis | None = None) -> Runtime:
         # Worker connections block on dequeue (BLPOP): RQ sets its own read timeouts there.
-        redis = redis or connect(settings.redis_url, timeout=10)
+        redis = redis or connect(settings.redis_url, timeout=10, tls_verify=settings.redis_tls_verify)
         store = Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
         session = requests.Session()
         return cls(settings, redis, store, build_adapters(settings, session), Queues(redis))

@@ -167,10 +167,19 @@ def test_core_and_alix_problems_are_listed_together(keys: Keys, tmp_path: Path) 
         ("REDIS_URL", "127.0.0.1:6379"),
         ("DATABASE_URL", "oracle://x"),
         ("RAMPWATCH_LOG_LEVEL", "TRACE"),
+        ("REDIS_TLS_VERIFY", "optional"),
     ],
 )
 def test_each_bad_core_value_is_a_problem(tmp_path: Path, name: str, value: str) -> None:
     assert named(problems_of({name: value}, tmp_path)) == {name}
+
+
+def test_redis_tls_verification_is_required_unless_turned_off(tmp_path: Path) -> None:
+    assert load_settings({}, tmp_path).redis_tls_verify == "required"
+    assert load_settings({"REDIS_TLS_VERIFY": "required"}, tmp_path).redis_tls_verify == "required"
+    assert load_settings({"REDIS_TLS_VERIFY": " none "}, tmp_path).redis_tls_verify == "none"
+    (problem,) = problems_of({"REDIS_TLS_VERIFY": "off"}, tmp_path)
+    assert problem == "REDIS_TLS_VERIFY: one of required, none; got 'off'"
 
 
 # --------------------------------------------------------------------------- AliX: partly configured

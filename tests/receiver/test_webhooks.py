@@ -221,7 +221,7 @@ def test_health_endpoints(client) -> None:
     assert client.get("/healthz").get_json() == {"status": "ok"}
     ready = client.get("/readyz")
     assert ready.status_code == 200
-    assert ready.get_json()["checks"] == {"redis": "ok", "database": "ok"}
+    assert ready.get_json()["checks"] == {"redis": "ok", "database": "ok", "schema": "ok"}
 
 
 def test_numbers_rendered_as_javascript_does(client, redis: Redis, keys: Keys) -> None:
