@@ -4,7 +4,9 @@
   the provider's raw status, a version bumped on every applied change, amounts
   as decimal strings, and the poll schedule (``next_poll_at``, indexed).
 * ``events``: every callback, poll result, creation and manual action, applied
-  or not: raw body, source, dedup key, which key verified it, the decision.
+  or not: raw body, source, dedup key, which key verified it and what it
+  covered, any unsigned claim, when it was observed, the decision; a replay of
+  the same delivery is counted on its row (``seen_count``), not stored again.
   A partial unique index makes "one applied event per dedup key per order" a
   database guarantee, not only a code path.
 * ``anomalies``: what operators must look at (conflicts, unknown statuses,
@@ -132,6 +134,14 @@ class EventRecord(Base):
     raw_body: Mapped[str] = mapped_column(Text)
     received_at: Mapped[datetime] = mapped_column(UTCDateTime())
     recorded_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    # When the provider was seen in this state: an answer's request time, else the
+    # arrival time (NULL on rows of the first release: read received_at).
+    observed_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Replays of the same delivery (same fingerprint) are counted here, not stored again.
+    seen_count: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    last_seen_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    claimed_status: Mapped[str | None] = mapped_column(String(64))  # unsigned, never applied
+    covers: Mapped[str | None] = mapped_column(String(200))  # what the signature vouched for
 
     order: Mapped[Order] = relationship(back_populates="events", lazy="raise_on_sql")
 

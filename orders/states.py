@@ -1,22 +1,16 @@
-"""Canonical order states, the transition table and the pure ``decide`` function.
+"""Canonical order states, the transition table and each provider's status map.
 
-The state machine is data plus one function:
+The state machine is data:
 
 * ``TRANSITIONS`` says which canonical state may follow which. Terminal states
   have no exits. ``ON_HOLD`` may be entered from and left to any non-terminal state.
 * Every provider status maps to a canonical state and a *rank* (its place in the
-  provider's lifecycle, see ``StatusMap``). An event is applied only when the
-  table allows the move *and* its rank is above the order's: forward only, and a
-  step may skip states (a lost ``init`` must not block ``received.crypto``).
-  Because the decision depends only on ranks, any permutation or duplication of
-  an order's events ends where the ordered sequence ends.
-* Leaving ``ON_HOLD`` for a lower-ranked state (the provider resumed the order),
-  and entering a hold again after such a resume, are accepted only from a
-  ``poll``: a poll reports the provider's present, while a callback may be an
-  old one arriving late.
+  provider's lifecycle, see ``StatusMap``): an order moves forward by rank only,
+  and a step may skip states (a lost ``init`` must not block ``received.crypto``).
+* ``Decision`` names what an event did to an order.
 
-``decide`` never touches the database; ``orders.store.apply`` is its only caller
-that writes.
+What one event does to one order is decided by ``orders.plan`` (pure), from
+these tables and what the order has seen; ``orders.store`` writes it.
 """
 
 from __future__ import annotations
@@ -80,12 +74,18 @@ TRANSITIONS: Mapping[Status, frozenset[Status]] = {
 
 
 class Decision(enum.StrEnum):
-    APPLIED = "applied"  # state, version and provider status written
+    APPLIED = "applied"  # moved the order: state, version and the fields it covers written
+    CONFIRMED = "confirmed"  # the newest verified answer found the order where it is
     STALE = "stale"  # older than what the order already reached; recorded only
-    DUPLICATE = "duplicate"  # same dedup key already applied; recorded only
+    DUPLICATE = "duplicate"  # the same status (or the same delivery) again; recorded only
     CONFLICT = "conflict"  # a different terminal state after a terminal one; anomaly
     UNKNOWN_STATUS = "unknown_status"  # provider status not in the map; anomaly
-    RECORDED = "recorded"  # carries no status (a callback that only triggers a poll); kept
+    RECORDED = "recorded"  # carries no status anybody vouches for (a trigger); kept
+
+
+REFUSED: frozenset[Decision] = frozenset(
+    {Decision.STALE, Decision.DUPLICATE, Decision.CONFLICT, Decision.UNKNOWN_STATUS, Decision.RECORDED}
+)
 
 
 @dataclass(frozen=True)
@@ -117,49 +117,6 @@ class StatusMap:
         if provider_status is None:
             return None
         return self.entries.get(provider_status)
-
-
-@dataclass(frozen=True)
-class OrderPosition:
-    """What ``decide`` needs to know about an order: its state and rank."""
-
-    status: Status
-    rank: int
-
-
-def decide(
-    current: OrderPosition,
-    incoming: Mapped | None,
-    *,
-    already_applied: bool = False,
-    source: str = "callback",
-) -> Decision:
-    """Decide what an event does to an order. Pure: no I/O, no clock.
-
-    ``incoming`` is None when the provider status is not in the status map.
-    ``already_applied`` is True when an event with the same dedup key was applied.
-    """
-    if incoming is None:
-        return Decision.UNKNOWN_STATUS
-    target = incoming.status
-    if current.status in TERMINAL:
-        if target in TERMINAL and target is not current.status:
-            return Decision.CONFLICT
-        return Decision.DUPLICATE if already_applied else Decision.STALE
-    allowed = target in TRANSITIONS[current.status]
-    if source == "poll" and allowed:
-        # A poll reports the provider's present, not an old message: it may leave a
-        # hold for any state, and enter a hold again after a resume (its dedup key
-        # was applied before, the first time round).
-        if current.status is Status.ON_HOLD and target is not Status.CREATED:
-            return Decision.APPLIED
-        if target is Status.ON_HOLD and incoming.rank > current.rank:
-            return Decision.APPLIED
-    if already_applied:
-        return Decision.DUPLICATE
-    if allowed and incoming.rank > current.rank:
-        return Decision.APPLIED
-    return Decision.STALE
 
 
 def reachable(start: Status = Status.CREATED) -> frozenset[Status]:

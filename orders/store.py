@@ -3,9 +3,12 @@
 ``apply`` takes a batch of events and, in one transaction, for each order in a
 fixed order (so two batches never deadlock): takes the order's row lock
 (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite's ``BEGIN IMMEDIATE`` write
-lock), adopts the order if it has never been seen, records every event with its
-decision, writes state, version and the next poll time, and raises anomalies.
-Callbacks, polls, creation and manual replays all come through here.
+lock), adopts the order if it has never been seen, reads what the order has
+seen, asks ``orders.plan`` what the event does, and writes exactly that: the
+event with its decision (or, for a replay, one more count on the record it
+repeats), the order columns the plan changes, and the anomalies it raises.
+The writer decides nothing itself. Callbacks, polls, creation and manual
+replays all come through here.
 
 Dedup counts what was applied, not what was received: a duplicate is an event
 whose dedup key was already *applied* to the order. An event whose transaction
@@ -21,8 +24,6 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from decimal import Decimal
-from typing import Any
 
 from sqlalchemy import Engine, and_, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -30,39 +31,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from config import PollPolicy
 from orders.db import make_sessionmaker
-from orders.errors import BadEventPayload
-from orders.events import Event, utcnow
+from orders.errors import BadEventPayload, ProviderDisabled
+from orders.events import ANSWER_SOURCES, Event, utcnow
 from orders.models import Anomaly, EventRecord, Order
-from orders.states import TERMINAL, Decision, Mapped, OrderPosition, Status, StatusMap, decide
+from orders.plan import AnomalyKind, Observation, OrderFacts, Plan, plan, remember
+from orders.states import TERMINAL, Decision, Status, StatusMap
+
+__all__ = ["AnomalyKind", "DueOrder", "Outcome", "Store"]
 
 Clock = Callable[[], datetime]
-
-# Details worth keeping on the order row; personal data (bank accounts, e-mails,
-# phones) stays in the raw bodies of the event history only.
-KEPT_DETAILS = frozenset(
-    {
-        "tx_hash",
-        "wallet_address",
-        "network",
-        "description",
-        "expires_at",
-        "provider_created_at",
-        "paid_amount",
-        "redirect_url",
-        "fiat_payment_status",
-        "crypto_payment_status",
-        "payout_status",
-        "kyc_error_type",
-        "claimed_status",
-    }
-)
-
-
-class AnomalyKind:
-    AMOUNT_MISMATCH = "amount_mismatch"
-    CONFLICT = "conflict"
-    UNKNOWN_STATUS = "unknown_status"
-    STALE = "stale"
 
 
 @dataclass(frozen=True)
@@ -73,8 +50,9 @@ class Outcome:
     decision: Decision
     status: Status
     version: int
-    changed: bool
+    changed: bool  # the canonical status changed
     anomalies: tuple[str, ...] = ()
+    replayed: bool = False  # the same delivery again: counted on its record
 
 
 @dataclass(frozen=True)
@@ -86,8 +64,9 @@ class DueOrder:
 @dataclass
 class _OrderWork:
     order: Order
-    applied_keys: set[str] = field(default_factory=set)
-    created: bool = False
+    history: list[Observation] = field(default_factory=list)
+    # records added in this batch, by fingerprint (they have no id before the flush)
+    pending: dict[str, EventRecord] = field(default_factory=dict)
 
 
 class Store:
@@ -109,7 +88,11 @@ class Store:
     # ------------------------------------------------------------------ writer
 
     def apply(self, events: Sequence[Event]) -> list[Outcome]:
-        """Apply ``events`` in one transaction; outcomes come back in input order."""
+        """Apply ``events`` in one transaction; outcomes come back in input order.
+
+        Raises ``BadEventPayload`` for an event filed under no order and
+        ``ProviderDisabled`` for a provider this store has no status map for,
+        before anything is written."""
         if not events:
             return []
         for ev in events:
@@ -117,6 +100,8 @@ class Store:
                 # Resolve first (workers.jobs does, by the provider's order id): an
                 # order filed under "" would collect every unresolved event.
                 raise BadEventPayload(f"{ev.provider} {ev.source} event has no external_order_id")
+            if ev.provider not in self.status_maps:
+                raise ProviderDisabled(f"provider {ev.provider!r} is not known to the store")
         now = self.clock()
         by_order: dict[tuple[str, str], list[int]] = {}
         for i, ev in enumerate(events):
@@ -124,28 +109,22 @@ class Store:
         outcomes: list[Outcome | None] = [None] * len(events)
         with self.sessions.begin() as session:
             for key in sorted(by_order):
-                work = self._lock_or_adopt(session, events[by_order[key][0]], now)
+                work = self._lock_or_adopt(session, key, now)
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(session, work, events[i], now)
         return [o for o in outcomes if o is not None]
 
-    def _lock_or_adopt(self, session: Session, ev: Event, now: datetime) -> _OrderWork:
-        provider, external_id = ev.order_key
+    def _lock_or_adopt(self, session: Session, key: tuple[str, str], now: datetime) -> _OrderWork:
+        provider, external_id = key
         order = self._locked(session, provider, external_id)
-        created = False
         if order is None:
+            # Adoption: a bare order; the event's plan decides what of it to write.
             values = dict(
                 provider=provider,
                 external_order_id=external_id,
-                provider_order_id=ev.provider_order_id,
-                kind=ev.kind,
                 status=Status.CREATED.value,
                 rank=0,
                 version=0,
-                fiat_amount=ev.fiat_amount,
-                fiat_currency=ev.fiat_currency,
-                crypto_amount=ev.crypto_amount,
-                crypto_currency=ev.crypto_currency,
                 details={},
                 poll_attempts=0,
                 next_poll_at=now,
@@ -155,16 +134,37 @@ class Store:
             dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
             stmt = dialect.insert(Order).values(**values)
             stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "external_order_id"])
-            result = session.execute(stmt)
-            created = result.rowcount == 1
+            session.execute(stmt)
             order = self._locked(session, provider, external_id)
             assert order is not None
-        applied = session.scalars(
-            select(EventRecord.dedup_key).where(
-                EventRecord.order_id == order.id, EventRecord.decision == Decision.APPLIED.value
+        rows = session.execute(
+            select(
+                EventRecord.id,
+                EventRecord.source,
+                EventRecord.provider_status,
+                EventRecord.dedup_key,
+                EventRecord.fingerprint,
+                EventRecord.decision,
+                EventRecord.observed_at,
+                EventRecord.received_at,
+                EventRecord.last_seen_at,
             )
+            .where(EventRecord.order_id == order.id)
+            .order_by(EventRecord.id)
         )
-        return _OrderWork(order=order, applied_keys=set(applied), created=created)
+        history = [
+            Observation(
+                source=r.source,
+                provider_status=r.provider_status,
+                dedup_key=r.dedup_key,
+                fingerprint=r.fingerprint,
+                decision=r.decision,
+                at=_observed(r.source, r.observed_at or r.received_at, r.last_seen_at),
+                record_id=r.id,
+            )
+            for r in rows
+        ]
+        return _OrderWork(order=order, history=history)
 
     @staticmethod
     def _locked(session: Session, provider: str, external_id: str) -> Order | None:
@@ -175,105 +175,44 @@ class Store:
 
     def _apply_one(self, session: Session, work: _OrderWork, ev: Event, now: datetime) -> Outcome:
         order = work.order
-        current = Status(order.status)
-        anomalies: list[tuple[str, dict[str, Any]]] = []
-
-        if ev.provider_status is None:
-            # A creation (or the provider's answer to it) records the order and its ids;
-            # a callback without a trusted status (a trigger) is only kept for the history.
-            mapped: Mapped | None = Mapped(current, order.rank)
-            if ev.source == "callback":
-                decision = Decision.RECORDED
-            else:
-                decision = Decision.APPLIED if ev.dedup_key not in work.applied_keys else Decision.DUPLICATE
-            state_change = False
-        else:
-            mapped = self.status_maps[ev.provider].lookup(ev.provider_status)
-            decision = decide(
-                OrderPosition(current, order.rank),
-                mapped,
-                already_applied=ev.dedup_key in work.applied_keys,
-                source=ev.source,
-            )
-            state_change = decision is Decision.APPLIED
-        if decision is Decision.UNKNOWN_STATUS:
-            anomalies.append((AnomalyKind.UNKNOWN_STATUS, {"provider_status": ev.provider_status}))
-        elif decision is Decision.CONFLICT:
-            anomalies.append(
-                (
-                    AnomalyKind.CONFLICT,
-                    {
-                        "status": current.value,
-                        "incoming": mapped.status.value if mapped else None,
-                        "provider_status": ev.provider_status,
-                    },
-                )
-            )
-
-        if ev.fiat_amount is not None:
-            if order.fiat_amount is None:
-                order.fiat_amount = ev.fiat_amount
-            elif Decimal(order.fiat_amount) != Decimal(ev.fiat_amount):
-                anomalies.append(
-                    (AnomalyKind.AMOUNT_MISMATCH, {"order": order.fiat_amount, "event": ev.fiat_amount})
-                )
-        self._fill_blanks(order, ev)
-
-        before = current
-        if state_change:
-            assert mapped is not None
-            order.status = mapped.status.value
-            order.rank = mapped.rank
-            order.provider_status = ev.provider_status
-            order.version += 1
-            order.updated_at = now
-            order.poll_attempts = 0
-            if mapped.status in TERMINAL:
-                order.terminal_at = now
-                order.next_poll_at = None
-            else:
-                order.next_poll_at = now + timedelta(seconds=self._policy(ev.provider).delay(0))
-        elif decision is Decision.APPLIED:
-            order.version += 1
-            order.updated_at = now
-        if ev.source == "poll":
-            order.last_polled_at = now
-            if not state_change and Status(order.status) not in TERMINAL:
-                order.poll_attempts += 1
-                delay = self._policy(ev.provider).delay(order.poll_attempts)
-                order.next_poll_at = now + timedelta(seconds=delay)
-        if Status(order.status) not in TERMINAL and order.next_poll_at is None:
-            order.next_poll_at = now
-
-        dedup_key = ev.dedup_key
-        if decision is Decision.APPLIED and dedup_key in work.applied_keys:
-            # A poll resuming a held order reports a status applied before the hold:
-            # record it under its own key so "one applied event per key" still holds.
-            dedup_key = f"{ev.dedup_key}@v{order.version}"
+        decided = plan(
+            _facts(order), work.history, ev, self.status_maps[ev.provider], self._policy(ev.provider), now
+        )
+        for name, value in decided.changes.items():
+            setattr(order, name, value)
+        work.history = remember(work.history, ev, decided)
+        if decided.replay_of is not None:
+            self._count_replay(session, work, decided, ev)
+            return self._outcome(ev, decided, replayed=True)
+        covered = ev.covered("provider_status")
         record = EventRecord(
             order_id=order.id,
             provider=ev.provider,
             source=ev.source,
-            dedup_key=dedup_key,
+            dedup_key=decided.record_key,
             fingerprint=ev.fingerprint(),
-            provider_status=ev.provider_status,
-            canonical_status=mapped.status.value if mapped and ev.provider_status is not None else None,
-            decision=decision.value,
-            from_status=before.value,
-            to_status=order.status,
-            version_after=order.version,
+            provider_status=ev.provider_status if covered else None,
+            canonical_status=decided.canonical_status,
+            decision=decided.decision.value,
+            from_status=decided.before.value,
+            to_status=decided.after.value,
+            version_after=decided.version,
             verified_by=ev.verified_by,
-            fiat_amount=ev.fiat_amount,
+            fiat_amount=ev.fiat_amount if ev.covered("fiat_amount") else None,
             raw_body=ev.raw_body,
             received_at=ev.received,
             recorded_at=now,
+            observed_at=ev.observed,
+            seen_count=1,
+            last_seen_at=ev.observed,
+            claimed_status=ev.claimed_status or (None if covered else ev.provider_status),
+            covers=",".join(ev.covers or ()) or None,
         )
         session.add(record)
-        if decision is Decision.APPLIED:
-            work.applied_keys.add(ev.dedup_key)
-        if anomalies:
+        work.pending[record.fingerprint] = record
+        if decided.anomalies:
             session.flush()  # the anomaly rows need the event's id; otherwise inserts batch at commit
-        for kind, detail in anomalies:
+        for kind, detail in decided.anomalies:
             session.add(
                 Anomaly(
                     order_id=order.id,
@@ -283,24 +222,33 @@ class Store:
                     created_at=now,
                 )
             )
-        return Outcome(
-            event=ev,
-            decision=decision,
-            status=Status(order.status),
-            version=order.version,
-            changed=state_change,
-            anomalies=tuple(kind for kind, _ in anomalies),
-        )
+        return self._outcome(ev, decided)
 
     @staticmethod
-    def _fill_blanks(order: Order, ev: Event) -> None:
-        for attr in ("provider_order_id", "kind", "fiat_currency", "crypto_amount", "crypto_currency"):
-            value = getattr(ev, attr)
-            if value is not None and getattr(order, attr) is None:
-                setattr(order, attr, value)
-        kept = {k: v for k, v in ev.details.items() if k in KEPT_DETAILS and v not in (None, "")}
-        if kept:
-            order.details = {**(order.details or {}), **kept}
+    def _count_replay(session: Session, work: _OrderWork, decided: Plan, ev: Event) -> None:
+        seen = decided.replay_of
+        assert seen is not None
+        # An answer fetched again is newer evidence of the same state; a callback
+        # delivered again is not: it keeps the time it first arrived.
+        record = work.pending.get(seen.fingerprint) if seen.record_id is None else None
+        if record is None:
+            record = session.get(EventRecord, seen.record_id)
+            assert record is not None
+        record.seen_count += 1
+        last = record.last_seen_at or record.received_at
+        record.last_seen_at = max(last, ev.observed)
+
+    @staticmethod
+    def _outcome(ev: Event, decided: Plan, *, replayed: bool = False) -> Outcome:
+        return Outcome(
+            event=ev,
+            decision=decided.decision,
+            status=decided.after,
+            version=decided.version,
+            changed=decided.changed,
+            anomalies=tuple(kind for kind, _ in decided.anomalies),
+            replayed=replayed,
+        )
 
     def _policy(self, provider: str) -> PollPolicy:
         return self.poll_policies.get(provider) or PollPolicy()
@@ -437,3 +385,29 @@ class Store:
                 )
                 or 0
             ) > 0
+
+
+def _observed(source: str, first: datetime, last: datetime | None) -> datetime:
+    """When a recorded event was observed, for ``orders.plan``: an answer as of its
+    latest fetch, anything else as of its first arrival."""
+    if source in ANSWER_SOURCES and last is not None and last > first:
+        return last
+    return first
+
+
+def _facts(order: Order) -> OrderFacts:
+    return OrderFacts(
+        status=Status(order.status),
+        rank=order.rank,
+        provider_status=order.provider_status,
+        version=order.version,
+        provider_order_id=order.provider_order_id,
+        kind=order.kind,
+        fiat_amount=order.fiat_amount,
+        fiat_currency=order.fiat_currency,
+        crypto_amount=order.crypto_amount,
+        crypto_currency=order.crypto_currency,
+        details=dict(order.details or {}),
+        poll_attempts=order.poll_attempts,
+        next_poll_at=order.next_poll_at,
+    )

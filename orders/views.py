@@ -14,7 +14,10 @@ def _iso(value: Any) -> str | None:
 
 def order_dict(order: Order, *, raw_bodies: bool = False) -> dict[str, Any]:
     """The order, its anomalies and its event timeline (raw bodies on request only:
-    they hold the provider's personal data)."""
+    they hold the provider's personal data).
+
+    The order's own fields hold only what a signature or a verified answer covered.
+    An unsigned claim appears on its event as ``claimed_status``, never as state."""
     timeline = []
     for ev in order.events:
         item = {
@@ -27,9 +30,14 @@ def order_dict(order: Order, *, raw_bodies: bool = False) -> dict[str, Any]:
             "to": ev.to_status,
             "version": ev.version_after,
             "verified_by": ev.verified_by,
+            "covers": ev.covers.split(",") if ev.covers else [],
+            "claimed_status": ev.claimed_status,
             "fiat_amount": ev.fiat_amount,
             "received_at": _iso(ev.received_at),
+            "observed_at": _iso(ev.observed_at or ev.received_at),
             "recorded_at": _iso(ev.recorded_at),
+            "seen": ev.seen_count,
+            "last_seen_at": _iso(ev.last_seen_at),
         }
         if raw_bodies:
             item["raw_body"] = ev.raw_body
@@ -80,9 +88,16 @@ def timeline_text(view: dict[str, Any]) -> str:
         lines.append(f"  ANOMALY {a['kind']}: {json.dumps(a['detail'], sort_keys=True)}")
     lines.append("  timeline:")
     for ev in view["timeline"]:
+        what = ev["provider_status"] or (
+            f"claimed: {ev['claimed_status']}" if ev["claimed_status"] else "(none)"
+        )
+        if ev["provider_status"] and ev["claimed_status"]:
+            what += f" (claimed: {ev['claimed_status']})"
         lines.append(
-            f"    {ev['recorded_at']}  {ev['source']:<8} {ev['provider_status'] or '(none)':<26} "
+            f"    {ev['recorded_at']}  {ev['source']:<8} {what:<26} "
             f"{ev['decision']:<14} {ev['from']} -> {ev['to']}  v{ev['version']}"
             + (f"  [{ev['verified_by']}]" if ev["verified_by"] else "")
+            + (f"  fetched {ev['observed_at']}" if ev["source"] in ("poll", "create") else "")
+            + (f"  seen {ev['seen']}x, last {ev['last_seen_at']}" if ev["seen"] > 1 else "")
         )
     return "\n".join(lines)

@@ -6,10 +6,20 @@ An adapter turns a provider's raw callback bytes into a verified ``Event``
 (``order_hint``) so that a misconfigured key heals through a poll instead of
 losing the update.
 
+``covers``: for each event source (``callback``, ``poll``, ``create``), the
+Event fields that the provider's signature, or a verified answer to our own
+request, vouches for. Every Event the adapter builds carries it
+(``Event.covers``); only those fields may reach the order, the API and
+notifications. A version 1 event still queued by the previous release gets it
+from here.
+
 ``callbacks_are_triggers``: True when the provider's callback signature does not
 cover the status (Changelly signs only the order id). Such a callback is parsed
 into an Event with no provider status, recorded, and followed at once by a poll
 whose answer is what gets applied.
+
+Polls set ``Event.fetched_at`` to the moment before the request was sent: the
+answer describes the provider at or after it.
 
 Creation (optional, ``orders.service``): ``validate_create``, ``creation_event``
 and ``submit_create`` (the provider's answer as an Event, or None when the
@@ -31,6 +41,7 @@ class ProviderAdapter(Protocol):
     slug: str
     status_map: StatusMap
     callbacks_are_triggers: bool
+    covers: Mapping[str, tuple[str, ...]]
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str], received_at: datetime) -> Event:
         """Verify and parse a callback. Raises InvalidPayload (400) or SignatureInvalid (401)."""

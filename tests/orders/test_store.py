@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from config import PollPolicy
 from orders.db import make_engine
-from orders.events import Event
+from orders.events import COVERS_ALL, Event
 from orders.models import Anomaly, EventRecord, Order
 from orders.providers import STATUS_MAPS
 from orders.states import Decision, Status
@@ -56,6 +56,7 @@ def ev(status: str | None, order: str = "o-1", source: str = "callback", amount:
         received_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
         verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
         fiat_amount=amount,
+        covers=kw.pop("covers", COVERS_ALL),
         **kw,
     )
 
@@ -98,9 +99,15 @@ def test_forward_skip_stale_duplicate_and_terminal(store: Store) -> None:
     assert outs[-1].status is Status.SUCCESS and outs[-1].version == 2
     order = store.order_view("alixpay", "o-1")
     assert order.terminal_at is not None and order.next_poll_at is None
-    assert [e.decision for e in order.events] == ["applied", "stale", "duplicate", "applied"]
-    # Every delivery is recorded; only applied ones count for dedup.
-    (late,) = store.apply([ev("AWAITING_PAYMENT")])
+    # Every delivery is recorded; the same delivery again is counted on its record.
+    assert [(e.decision, e.seen_count) for e in order.events] == [
+        ("applied", 2),
+        ("stale", 1),
+        ("applied", 1),
+    ]
+    assert outs[2].replayed and not outs[1].replayed
+    # Only applied ones count for dedup.
+    (late,) = store.apply([ev("AWAITING_PAYMENT", raw_body='{"late":true}')])
     assert late.decision is Decision.STALE and late.status is Status.SUCCESS
 
 
@@ -235,24 +242,28 @@ def test_concurrent_writers_serialise_per_order(store: Store) -> None:
     assert order.status == "SUCCESS"
     applied = [e for e in order.events if e.decision == "applied"]
     assert order.version == len(applied) <= 3
-    assert len(order.events) == len(statuses)
+    assert len(order.events) == 3  # one record per distinct delivery
+    assert sum(e.seen_count for e in order.events) == len(statuses)
     assert len(rows(store, Order)) == 1
     assert rows(store, Anomaly) == []
 
 
 def test_a_poll_resumes_a_held_order_even_to_a_status_seen_before(store: Store) -> None:
-    def cev(status: str, source: str = "poll") -> Event:
+    def cev(status: str, when: int, source: str = "poll") -> Event:
+        moment = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=when)).isoformat()
         return Event(
             provider="changelly",
             external_order_id="held",
             provider_status=status,
             source=source,
             dedup_key=f"status:{status}",
-            raw_body=status,
-            received_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+            raw_body=status,  # the same state reads the same
+            received_at=moment,
+            fetched_at=moment if source == "poll" else None,
+            covers=COVERS_ALL,
         )
 
-    outs = store.apply([cev("pending"), cev("hold"), cev("pending"), cev("pending")])
+    outs = store.apply([cev("pending", 0), cev("hold", 10), cev("pending", 20), cev("pending", 30)])
     assert [o.decision for o in outs] == [
         Decision.APPLIED,
         Decision.APPLIED,
@@ -260,35 +271,41 @@ def test_a_poll_resumes_a_held_order_even_to_a_status_seen_before(store: Store) 
         Decision.DUPLICATE,
     ]
     assert outs[2].status is Status.PROCESSING and outs[2].version == 3
+    assert outs[3].replayed  # the same answer again: counted on its record
     # A late callback repeating the first pending does not resume anything twice.
-    (late,) = store.apply([cev("pending", source="callback")])
+    (late,) = store.apply([cev("pending", 25, source="callback")])
     assert late.decision is Decision.DUPLICATE
-    (done,) = store.apply([cev("complete")])
+    (done,) = store.apply([cev("complete", 40)])
     assert done.status is Status.SUCCESS
     keys = [e.dedup_key for e in store.order_view("changelly", "held").events if e.decision == "applied"]
     assert keys == ["status:pending", "status:hold", "status:pending@v3", "status:complete"]
 
 
 def test_a_poll_can_hold_an_order_again_after_it_resumed(store: Store) -> None:
-    def cev(status: str, source: str = "poll") -> Event:
+    def cev(status: str, when: int, source: str = "poll") -> Event:
+        moment = (datetime(2026, 1, 1, tzinfo=UTC) + timedelta(seconds=when)).isoformat()
         return Event(
             provider="changelly",
             external_order_id="twice",
             provider_status=status,
             source=source,
             dedup_key=f"status:{status}",
-            raw_body=status,
-            received_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+            raw_body=status,  # the same state reads the same
+            received_at=moment,
+            fetched_at=moment if source == "poll" else None,
+            covers=COVERS_ALL,
         )
 
-    outs = store.apply([cev("pending"), cev("hold"), cev("pending"), cev("hold", "callback"), cev("hold")])
+    outs = store.apply(
+        [cev("pending", 0), cev("hold", 10), cev("pending", 20), cev("hold", 15, "callback"), cev("hold", 30)]
+    )
     assert [o.decision for o in outs] == [
         Decision.APPLIED,
         Decision.APPLIED,
         Decision.APPLIED,
-        Decision.DUPLICATE,  # a callback repeating the old hold proves nothing
+        Decision.DUPLICATE,  # a callback of the old hold, older than the resume, proves nothing
         Decision.APPLIED,  # the provider says, now, that it is held again
     ]
     assert outs[-1].status is Status.ON_HOLD
-    (resumed,) = store.apply([cev("pending")])
+    (resumed,) = store.apply([cev("pending", 40)])
     assert resumed.status is Status.PROCESSING and resumed.decision is Decision.APPLIED

@@ -1,9 +1,11 @@
 """AliX Pay adapter: IPN verification and parsing, polling, order objects -> Events.
 
 What an IPN's signature covers: ``externalOrderId``, ``type``, ``fiatAmount`` and
-``status``, nothing else. So an IPN event carries those four and no details;
-amounts beyond ``fiatAmount``, tx hashes and addresses are taken only from the
-order-detail answer, whose signature we verify too (DESIGN.md, Trust).
+``status``, nothing else. So an IPN event covers those (``COVERS``) and carries
+no details; amounts beyond ``fiatAmount``, tx hashes and addresses are taken
+only from the order-detail answer, an answer to our own signed request whose
+signature we verify too (docs: trust). Two IPNs with the same four signed fields
+are one delivery (``identity``), whatever else their bodies say.
 
 Dedup key: ``status:<STATUS>`` per order (providers.md: AliX idempotency key is
 ``(externalOrderId, status)``).
@@ -21,13 +23,18 @@ from marshmallow import Schema, ValidationError, fields, validate
 
 from config import AlixPaySettings
 from orders.errors import BadEventPayload, InvalidPayload, SignatureInvalid
-from orders.events import Event, decimal_text, utcnow
+from orders.events import COVERS_ALL, Event, decimal_text, utcnow
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.client import AlixPayClient, VerifiedOrder
 from orders.providers.alixpay.statuses import STATUS_MAP
 from orders.providers.payload import load, parse_json_object
 
 SLUG = "alixpay"
+COVERS: Mapping[str, tuple[str, ...]] = {
+    "callback": ("provider_status", "kind", "fiat_amount"),
+    "poll": COVERS_ALL,
+    "create": COVERS_ALL,
+}
 
 
 class _Amount(fields.Field):
@@ -59,6 +66,7 @@ class AlixPayAdapter:
     slug = SLUG
     status_map = STATUS_MAP
     callbacks_are_triggers = False  # the IPN signature covers the status
+    covers = COVERS
 
     def __init__(self, settings: AlixPaySettings, session: requests.Session | None = None):
         self.settings = settings
@@ -78,8 +86,9 @@ class AlixPayAdapter:
     def poll(
         self, external_order_id: str, *, kind: str | None = None, provider_order_id: str | None = None
     ) -> Event:
+        fetched_at = utcnow()
         answer = self.client.order_details(external_order_id)
-        return self.event_from_verified(answer, "poll")
+        return self.event_from_verified(answer, "poll", fetched_at)
 
     def validate_create(self, request: Mapping[str, Any]) -> dict[str, Any]:
         return validate_create(request)
@@ -90,11 +99,12 @@ class AlixPayAdapter:
     def submit_create(self, request: Mapping[str, Any]) -> Event:
         """Send a validated create request to AliX; its signed answer as a ``create`` event."""
         body = {k: v for k, v in request.items() if k != "kind" and v is not None}
+        fetched_at = utcnow()
         if request.get("kind") == "cashout":
             answer = self.client.create_cashout(body)
         else:
             answer = self.client.create_sell_order(body)
-        return self.event_from_verified(answer, "create")
+        return self.event_from_verified(answer, "create", fetched_at)
 
     def order_hint(self, body: bytes) -> str | None:
         try:
@@ -104,12 +114,20 @@ class AlixPayAdapter:
         hint = data.get("externalOrderId") if isinstance(data, dict) else None
         return hint if isinstance(hint, str) and 0 < len(hint) <= 128 else None
 
-    def event_from_verified(self, answer: VerifiedOrder, source: str) -> Event:
-        return self.event_from_order(answer.body, answer.raw, answer.verified_by, source, utcnow())
+    def event_from_verified(self, answer: VerifiedOrder, source: str, fetched_at: datetime) -> Event:
+        return self.event_from_order(
+            answer.body, answer.raw, answer.verified_by, source, utcnow(), fetched_at=fetched_at
+        )
 
     @staticmethod
     def event_from_order(
-        order: Mapping[str, Any], raw: str, verified_by: str, source: str, received_at: datetime
+        order: Mapping[str, Any],
+        raw: str,
+        verified_by: str,
+        source: str,
+        received_at: datetime,
+        *,
+        fetched_at: datetime | None = None,
     ) -> Event:
         status = order.get("status")
         if not isinstance(status, str) or not status:
@@ -146,6 +164,12 @@ class AlixPayAdapter:
             crypto_amount=crypto_amount,
             crypto_currency=crypto_currency,
             details={k: v for k, v in details.items() if v not in (None, "")},
+            covers=COVERS[source],
+            fetched_at=fetched_at.isoformat() if fetched_at else None,
+            # An IPN is the same delivery whenever its signed fields are the same.
+            identity="|".join(signing.js_number(f) for f in signing.response_fields(dict(order)))
+            if source == "callback"
+            else None,
         )
 
 
@@ -216,4 +240,5 @@ def creation_event(request: Mapping[str, Any], received_at: datetime) -> Event:
         fiat_amount=decimal_text(signing.js_number(request.get("fiatAmount"))),
         fiat_currency=request.get("fiatCurrency"),
         crypto_currency=request.get("currency") or request.get("cryptoCurrency"),
+        covers=COVERS_ALL,  # our own request
     )

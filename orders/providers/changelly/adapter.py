@@ -5,9 +5,13 @@ status, the amounts and even ``externalOrderId`` in the body are unprotected
 (so a callback Event never carries an externalOrderId: the worker resolves the
 order by the signed ``orderId``),
 and the signature is the same for every callback of the order (replayable). So
-a callback becomes an Event with no provider status (``callbacks_are_triggers``):
-it is recorded, its claimed status is kept only as ``details.claimed_status``,
-and the worker polls the order at once; the poll's answer is what gets applied.
+a callback becomes an Event with no provider status (``callbacks_are_triggers``)
+that covers only ``provider_order_id``: it is recorded, its claimed status (when
+it is one of Changelly's statuses) is kept as the event's ``claimed_status``,
+shown in the timeline as a claim and never applied, and the worker polls the
+order at once; the poll's answer is what gets applied. Callbacks with the same
+``orderId`` and the same claim are one delivery (``identity``), so replaying the
+signature with other bodies adds no rows (at most one per status per order).
 
 A poll is ``GET /v1/orders?orderId=<id>`` when Changelly's order id is known,
 else ``?externalOrderId=<ours>``. It reports the present, so a ``pending`` after
@@ -46,7 +50,7 @@ from orders.errors import (
     ProviderResponseInvalid,
     SignatureInvalid,
 )
-from orders.events import Event, decimal_text, utcnow
+from orders.events import COVERS_ALL, Event, decimal_text, utcnow
 from orders.providers.changelly import signing
 from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH, ChangellyClient
 from orders.providers.changelly.statuses import STATUS_MAP
@@ -55,8 +59,12 @@ from orders.providers.payload import load, parse_json_object
 SLUG = "changelly"
 POLL_VERIFIED_BY = "CHANGELLY_API_KEY:request"
 MAX_ID = 128
-MAX_CLAIMED_STATUS = 32
 MAX_BACKFILL_PAGES = 1000
+COVERS: Mapping[str, tuple[str, ...]] = {
+    "callback": ("provider_order_id",),  # the signature covers {"orderId": ...} only
+    "poll": COVERS_ALL,
+    "create": COVERS_ALL,
+}
 
 log = logging.getLogger("rampwatch.providers.changelly")
 
@@ -80,6 +88,7 @@ class ChangellyAdapter:
     slug = SLUG
     status_map = STATUS_MAP
     callbacks_are_triggers = True  # the callback signature covers only orderId
+    covers = COVERS
 
     def __init__(
         self,
@@ -106,9 +115,7 @@ class ChangellyAdapter:
         if verified_by is None:
             raise SignatureInvalid("signature does not verify with any configured Changelly callback key")
         claimed = data.get("status")
-        details = {}
-        if isinstance(claimed, str) and 0 < len(claimed) <= MAX_CLAIMED_STATUS:
-            details["claimed_status"] = claimed
+        claim = claimed if isinstance(claimed, str) and STATUS_MAP.lookup(claimed) is not None else None
         return Event(
             provider=SLUG,
             # externalOrderId is unsigned: a replayed signature for order A with
@@ -122,7 +129,9 @@ class ChangellyAdapter:
             received_at=received_at.isoformat(),
             verified_by=verified_by,
             provider_order_id=order_id,
-            details=details,
+            covers=COVERS["callback"],
+            claimed_status=claim,
+            identity=json.dumps([order_id, claim]),
         )
 
     def order_hint(self, body: bytes) -> str | None:
@@ -144,6 +153,7 @@ class ChangellyAdapter:
             field, wanted = "externalOrderId", external_order_id
         else:
             raise ValueError("poll needs external_order_id or provider_order_id")
+        fetched_at = self.clock()
         page = self.client.orders([(field, wanted)])
         what = f"changelly GET {ORDERS_PATH}?{field}="
         matching = [o for o in page.orders if o.get(field) == wanted]
@@ -158,7 +168,7 @@ class ChangellyAdapter:
             # Our stored orderId names an order filed under another externalOrderId
             # (or Changelly swapped the ids, doc bug C-3): never apply it to ours.
             raise ProviderResponseInvalid(f"{what}: answer is about another order")
-        return self.event_from_order(order, kind=kind, received_at=self.clock())
+        return self.event_from_order(order, kind=kind, received_at=self.clock(), fetched_at=fetched_at)
 
     def backfill(
         self, since: datetime, until: datetime | None = None, page_size: int = MAX_LIMIT
@@ -176,11 +186,12 @@ class ChangellyAdapter:
         dates = [("startDate", iso_utc(since)), ("endDate", iso_utc(until))]
         offset = 0
         for _ in range(MAX_BACKFILL_PAGES):
+            fetched_at = self.clock()
             page = self.client.orders([*dates, ("offset", str(offset)), ("limit", str(page_size))])
             received_at = self.clock()
             for order in page.orders:
                 try:
-                    yield self.event_from_order(order, received_at=received_at)
+                    yield self.event_from_order(order, received_at=received_at, fetched_at=fetched_at)
                 except ProviderResponseInvalid as exc:
                     log.warning("backfill: skipped an order: %s", exc)
             offset += len(page.orders)
@@ -191,7 +202,12 @@ class ChangellyAdapter:
         log.warning("backfill: stopped after %d pages", MAX_BACKFILL_PAGES)
 
     def event_from_order(
-        self, order: Mapping[str, Any], *, kind: str | None = None, received_at: datetime | None = None
+        self,
+        order: Mapping[str, Any],
+        *,
+        kind: str | None = None,
+        received_at: datetime | None = None,
+        fetched_at: datetime | None = None,
     ) -> Event:
         """A ``poll`` Event from one order object of ``GET /v1/orders``."""
         status = order.get("status")
@@ -230,6 +246,8 @@ class ChangellyAdapter:
             provider_order_id=order_id,
             kind=kind,
             details={k: v for k, v in details.items() if v is not None},
+            covers=COVERS["poll"],
+            fetched_at=(fetched_at or received_at or self.clock()).isoformat(),
             **amounts,
         )
 
@@ -246,6 +264,7 @@ class ChangellyAdapter:
         ``redirectUrl`` as a ``create`` Event (no status: the order is ``created``
         at Changelly, and the first poll says so)."""
         body = {k: v for k, v in request.items() if k != "kind" and v is not None}
+        fetched_at = self.clock()
         answer = self.client.create_sell_order(body)
         data = answer.data
         what = f"changelly POST {SELL_ORDERS_PATH}"
@@ -274,6 +293,8 @@ class ChangellyAdapter:
             provider_order_id=order_id,
             kind="sell",
             details=details,
+            covers=COVERS["create"],
+            fetched_at=fetched_at.isoformat(),
         )
 
 
@@ -358,6 +379,7 @@ def creation_event(request: Mapping[str, Any], received_at: datetime) -> Event:
         crypto_amount=decimal_text(request.get("amountFrom")),
         crypto_currency=request.get("currencyFrom"),
         fiat_currency=request.get("currencyTo"),
+        covers=COVERS_ALL,  # our own request
     )
 
 

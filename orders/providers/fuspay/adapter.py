@@ -16,8 +16,14 @@ defensively: a dict or a one-element list; its ``event_name`` when present,
 otherwise a status derived from the payment sub-statuses. A sell reported paid
 out is confirmed with FetchTransferStatus, where only COMPLETED or SUCCESSFUL
 means paid (providers.md 2.3); until then it stays ``event.sell.received.crypto``
-and the claim is kept as ``claimed_status``. A poll event's raw body is GetOrder's
+and GetOrder's word is kept as the event's ``claimed_status`` (shown in the
+timeline as a claim, never applied). A poll event's raw body is GetOrder's
 answer, followed on a new line by FetchTransferStatus's when that was asked.
+
+Trust: an event's signature covers its whole body (less ``signature``), and a
+poll is an answer to our own authenticated request, so both cover every field
+(``COVERS``). Two events with the same signed content are one delivery
+(``identity``), however their bytes are spaced.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ from orders.errors import (
     ProviderResponseInvalid,
     SignatureInvalid,
 )
-from orders.events import Event, decimal_text, utcnow
+from orders.events import COVERS_ALL, Event, decimal_text, utcnow
 from orders.providers.fuspay import signing
 from orders.providers.fuspay.client import GET_ORDER_PATH, Answer, FuspayClient
 from orders.providers.fuspay.statuses import STATUS_MAP
@@ -47,6 +53,7 @@ from orders.providers.jsformat import js_number
 from orders.providers.payload import load, parse_json_object
 
 SLUG = "fuspay"
+COVERS: Mapping[str, tuple[str, ...]] = {"callback": COVERS_ALL, "poll": COVERS_ALL, "create": COVERS_ALL}
 KINDS = ("sell", "buy")
 CLOSE = "sell.event.close"
 REFUNDED = "refunded"
@@ -135,6 +142,9 @@ def event_from_body(
     received_at: datetime,
     status: str | None = None,
     extra: Mapping[str, Any] | None = None,
+    claimed_status: str | None = None,
+    fetched_at: datetime | None = None,
+    identity: str | None = None,
 ) -> Event:
     """An Event from a Fuspay order object (an event body, or GetOrder's data)."""
     status = status or provider_status(data)
@@ -164,6 +174,10 @@ def event_from_body(
         crypto_amount=_amount(data, "crypto_amount_to_sell", "crypto_amount_to_receive"),
         crypto_currency=crypto_currency(data.get("chain")),
         details={k: v for k, v in details.items() if v is not None},
+        covers=COVERS[source],
+        claimed_status=claimed_status,
+        fetched_at=fetched_at.isoformat() if fetched_at else None,
+        identity=identity,
     )
 
 
@@ -222,6 +236,7 @@ class FuspayAdapter:
     slug = SLUG
     status_map = STATUS_MAP
     callbacks_are_triggers = False  # the signature covers the whole body
+    covers = COVERS
 
     def __init__(self, settings: FuspaySettings, session: requests.Session | None = None):
         self.settings = settings
@@ -239,7 +254,12 @@ class FuspayAdapter:
         if verified_by is None:
             raise SignatureInvalid("signature does not verify with any configured Fuspay key")
         return event_from_body(
-            data, body.decode("utf-8"), verified_by=verified_by, source="callback", received_at=received_at
+            data,
+            body.decode("utf-8"),
+            verified_by=verified_by,
+            source="callback",
+            received_at=received_at,
+            identity=signing.serialise(signing.unsigned(data)),
         )
 
     def verify(self, data: Mapping[str, Any], signature: str) -> str | None:
@@ -273,6 +293,7 @@ class FuspayAdapter:
             external_order_id = provider_order_id.removesuffix(f"_{self.settings.partner_id}")
         kinds = (kind,) if kind in KINDS else KINDS
         misses: list[str] = []
+        fetched_at = utcnow()
         for candidate in kinds:
             try:
                 answer = self.client.get_order(external_order_id, candidate)
@@ -285,24 +306,24 @@ class FuspayAdapter:
             if order is None:
                 misses.append(f"{candidate}: no order in the answer")
                 continue
-            return self._poll_event(order, answer, candidate)
+            return self._poll_event(order, answer, candidate, fetched_at)
         raise ProviderRejected(
             f"fuspay {GET_ORDER_PATH}: order {external_order_id!r} not found ({'; '.join(misses)})",
             status=404,
         )
 
-    def _poll_event(self, order: dict[str, Any], answer: Answer, kind: str) -> Event:
+    def _poll_event(self, order: dict[str, Any], answer: Answer, kind: str, fetched_at: datetime) -> Event:
         name = order.get("event_name")
         status = provider_status(order) if isinstance(name, str) and name else derived_status(order, kind)
         raw = answer.raw
         extra: dict[str, Any] = {}
+        claimed = None
         if status == SELL_CREDITED:
             payout, payout_raw = self._payout_status(order["partner_order_id"])
             raw = f"{raw}\n{payout_raw}" if payout_raw else raw
             extra["payout_status"] = payout
             if payout not in PAYOUT_PAID:
-                extra["claimed_status"] = status
-                status = SELL_RECEIVED
+                claimed, status = status, SELL_RECEIVED
         return event_from_body(
             order,
             raw,
@@ -311,6 +332,8 @@ class FuspayAdapter:
             received_at=utcnow(),
             status=status,
             extra=extra,
+            claimed_status=claimed,
+            fetched_at=fetched_at,
         )
 
     def _payout_status(self, partner_order_id: str) -> tuple[str | None, str]:
@@ -348,6 +371,7 @@ class FuspayAdapter:
             fiat_currency=request.get("fiat_currency_to_receive"),
             crypto_amount=decimal_text(request.get("crypto_amount")),
             crypto_currency=crypto_currency(request.get("chain")),
+            covers=COVERS_ALL,  # our own request
         )
 
     def submit_create(self, request: Mapping[str, Any]) -> Event | None:

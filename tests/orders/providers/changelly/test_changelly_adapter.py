@@ -81,13 +81,20 @@ def test_callback_is_a_trigger_whose_claimed_status_is_never_applied(adapter: Ch
     raw, headers = callback(externalOrderId="o-1", status="complete", payoutAmount="999")
     event = adapter.parse_callback(raw, headers, NOW)
     assert event.provider_status is None and event.source == "callback"
-    assert event.details == {"claimed_status": "complete"}
+    assert event.claimed_status == "complete" and event.details == {}
+    assert event.covers == ("provider_order_id",)
     assert event.fiat_amount is None and event.crypto_amount is None
     assert event.dedup_key == "callback:" + hashlib.sha256(raw).hexdigest()[:32]
     # The status is unsigned: a tampered body still verifies, and still applies nothing.
     tampered = raw.replace(b"complete", b"refunded")
     other = adapter.parse_callback(tampered, headers, NOW)
-    assert other.provider_status is None and other.details == {"claimed_status": "refunded"}
+    assert other.provider_status is None and other.claimed_status == "refunded"
+    # Bodies that differ in what the signature does not cover are one delivery.
+    noisy = adapter.parse_callback(raw.replace(b"999", b"1999"), headers, NOW)
+    assert noisy.fingerprint() == event.fingerprint() != other.fingerprint()
+    # A claim that is not one of Changelly's statuses is not kept (the raw body has it).
+    odd = adapter.parse_callback(raw.replace(b"complete", b"x" * 20), headers, NOW)
+    assert odd.claimed_status is None and odd.fingerprint() != event.fingerprint()
     assert other.dedup_key != event.dedup_key
 
 
