@@ -1,46 +1,71 @@
 """RQ jobs: apply an event, poll one order, sweep due orders, heal after a bad signature.
 
-Error policy: jobs do not swallow exceptions. A ``DataError`` (bad payload, an
-order the provider does not know, an answer whose signature fails) goes to RQ's
-failed registry at once, without retries: running it again cannot help. Anything
-else (database or Redis trouble, a provider timeout) is retried on the job's
-``Retry`` schedule, and polls are retried by the sweep in any case.
+Error policy, enforced in one place (``job``, which wraps every job): jobs do
+not swallow exceptions. A ``DataError`` (bad payload, an unknown or disabled
+provider, an order the provider does not know, an answer whose signature fails)
+goes to RQ's failed registry at once, without retries: running it again cannot
+help. Anything else (database or Redis trouble, a provider timeout) is retried
+on the job's ``Retry`` schedule, and polls are retried by the sweep in any case.
+
+At most one poll of an order runs at a time, whatever asked for it (sweep,
+callback trigger, healing, operator): a poll that finds another one under way
+schedules itself a little later instead (nothing is lost, nothing races). The
+store orders answers by the time they were fetched in any case.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from rq import get_current_job
 
 from orders.errors import DataError, ProviderError
 from orders.events import Event
-from workers.runtime import current
+from workers.runtime import Runtime, current
 
 log = logging.getLogger("rampwatch.jobs")
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def job(func: F) -> F:
+    """The error policy: a ``DataError`` fails the job at once (no retry); anything
+    else propagates to RQ, which retries it on the job's schedule."""
+
+    @functools.wraps(func)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except DataError:
+            _no_retry()
+            raise
+
+    return run  # type: ignore[return-value]
+
 
 def _no_retry() -> None:
-    job = get_current_job()
-    if job is not None:
-        job.retries_left = 0
+    running = get_current_job()
+    if running is not None:
+        running.retries_left = 0
 
 
+@job
 def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
     """Apply one queued event (from a callback) through the single writer.
 
     A callback whose provider signs no status (``callbacks_are_triggers``) is
     recorded, then a poll of its order is queued (rate-limited, never dropped):
     the poll's answer is what changes the order."""
-    try:
-        event = Event.from_dict(payload)
-    except DataError:
-        _no_retry()
-        raise
+    event = Event.from_dict(payload)
     rt = current()
     adapter = rt.adapters.get(event.provider)
+    if event.covers is None:  # a version 1 payload: what the adapter declares
+        covers = rt.adapter(event.provider).covers.get(event.source, ())
+        event = dataclasses.replace(event, covers=covers)
     if not event.external_order_id:
         event = _resolve_order(rt, event)
     (outcome,) = rt.store.apply([event])
@@ -48,12 +73,13 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
         window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
         rt.queues.enqueue_trigger_poll(event.provider, event.external_order_id, window)
     log.info(
-        "applied %s %s event: %s -> %s (v%d)%s",
+        "applied %s %s event: %s -> %s (v%d)%s%s",
         event.provider,
         event.source,
         event.provider_status,
         outcome.decision.value,
         outcome.version,
+        " (replay)" if outcome.replayed else "",
         f" anomalies={','.join(outcome.anomalies)}" if outcome.anomalies else "",
     )
     return {"decision": outcome.decision.value, "status": outcome.status.value, "version": outcome.version}
@@ -70,20 +96,29 @@ def _resolve_order(rt: Any, event: Event) -> Event:
     return dataclasses.replace(event, external_order_id=known)
 
 
+@job
 def poll_order(provider: str, external_order_id: str, reason: str = "sweep") -> dict[str, Any]:
-    """Ask the provider for the order's present state and apply it as a ``poll`` event."""
+    """Ask the provider for the order's present state and apply it as a ``poll`` event,
+    unless a poll of the order is under way: then one is scheduled for later."""
     rt = current()
+    lock = rt.queues.poll_lock(provider, external_order_id)
+    if not lock.acquire(blocking=False):
+        state = rt.queues.enqueue_deferred_poll(provider, external_order_id, reason)
+        log.info("poll of %s order (%s) deferred: another poll is under way (%s)", provider, reason, state)
+        return {"deferred": True, "queued": state}
+    try:
+        return _poll(rt, provider, external_order_id, reason)
+    finally:
+        rt.queues.release(lock)
+
+
+def _poll(rt: Runtime, provider: str, external_order_id: str, reason: str) -> dict[str, Any]:
     kind, provider_order_id = rt.store.order_ref(provider, external_order_id) or (None, None)
     try:
         event = rt.adapter(provider).poll(external_order_id, kind=kind, provider_order_id=provider_order_id)
     except ProviderError as exc:
         rt.store.poll_failed(provider, external_order_id)
-        if isinstance(exc, DataError):
-            _no_retry()
         log.warning("poll of %s order failed (%s): %s", provider, reason, exc)
-        raise
-    except DataError:
-        _no_retry()
         raise
     (outcome,) = rt.store.apply([event])
     log.info(
@@ -97,6 +132,7 @@ def poll_order(provider: str, external_order_id: str, reason: str = "sweep") -> 
     }
 
 
+@job
 def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
     """After a callback failed verification: poll the order if we know it, else nothing."""
     rt = current()
@@ -105,6 +141,7 @@ def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
     return {"polled": True, **poll_order(provider, external_order_id, reason="failed verification")}
 
 
+@job
 def sweep() -> dict[str, Any]:
     """Enqueue one poll per due open order (bounded batch) and flag orders past their horizon."""
     rt = current()

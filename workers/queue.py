@@ -22,7 +22,8 @@ from typing import Any
 from redis import Redis
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import LockError, RedisError
+from redis.lock import Lock
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
 from rq.exceptions import DuplicateJobError, NoSuchJobError
@@ -50,6 +51,8 @@ FAILURE_TTL = 30 * 86400
 JOB_TIMEOUT = 120
 APPLY_RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 POLL_RETRY = Retry(max=2, interval=[10, 60])
+
+POLL_DEFER = 5  # seconds: a poll asked for while another runs is scheduled this much later
 
 HEAL_WINDOW = 60  # seconds: at most one healing poll per order per window
 HEAL_GLOBAL_PER_WINDOW = 120  # and at most this many across all orders
@@ -184,23 +187,71 @@ class Queues:
         ttl = self.redis.ttl(gate)
         delay = timedelta(seconds=max(int(ttl), 1))
         job_id = f"trigger-{provider}-{short_hash(provider, external_order_id)}"
+        scheduled = self._schedule_unique(
+            delay,
+            (provider, external_order_id, "callback (deferred)"),
+            job_id,
+            description=f"deferred poll of {provider} order after a callback",
+        )
+        return "scheduled" if scheduled else "already scheduled"
+
+    def poll_lock(self, provider: str, external_order_id: str) -> Lock:
+        """The lock a poll of one order holds while it fetches and applies (at most one
+        poll per order at a time). It expires with the job's timeout, so a killed
+        worker blocks the order's polls for at most that long."""
+        name = f"rampwatch:poll-lock:{provider}:{short_hash(provider, external_order_id)}"
+        return self.redis.lock(name, timeout=JOB_TIMEOUT, blocking=False)
+
+    @staticmethod
+    def release(lock: Lock) -> None:
         try:
-            self.polls.enqueue_in(
-                delay,
-                POLL_JOB,
-                provider,
-                external_order_id,
-                "callback (deferred)",
-                job_id=job_id,
-                unique=True,
-                result_ttl=RESULT_TTL,
-                failure_ttl=FAILURE_TTL,
-                retry=POLL_RETRY,
-                description=f"deferred poll of {provider} order after a callback",
-            )
-        except DuplicateJobError:
-            return "already scheduled"
-        return "scheduled"
+            lock.release()
+        except LockError:
+            # It expired (a poll longer than the job timeout) and may be another's now;
+            # the store orders answers by fetch time, so nothing is undone.
+            log.warning("a poll outlived its lock %s", lock.name)
+
+    def enqueue_deferred_poll(self, provider: str, external_order_id: str, reason: str) -> str:
+        """A poll asked for while another poll of the order runs: one scheduled poll per
+        order absorbs every such request, and it reads the latest state when it runs."""
+        job_id = f"deferred-poll-{provider}-{short_hash(provider, external_order_id)}"
+        scheduled = self._schedule_unique(
+            timedelta(seconds=POLL_DEFER),
+            (provider, external_order_id, f"{reason} (deferred)"),
+            job_id,
+            description=f"deferred poll of {provider} order ({reason})",
+        )
+        return "scheduled" if scheduled else "already scheduled"
+
+    def _schedule_unique(self, delay: timedelta, args: tuple[Any, ...], job_id: str, **options: Any) -> bool:
+        """Schedule a poll in ``delay`` unless a live job with ``job_id`` exists (a
+        finished or failed one is replaced). True when scheduled."""
+        for _ in range(3):
+            try:
+                self.polls.enqueue_in(
+                    delay,
+                    POLL_JOB,
+                    *args,
+                    job_id=job_id,
+                    unique=True,
+                    result_ttl=RESULT_TTL,
+                    failure_ttl=FAILURE_TTL,
+                    retry=POLL_RETRY,
+                    **options,
+                )
+                return True
+            except DuplicateJobError:
+                pass
+            try:
+                existing = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+                status = existing.get_status(refresh=True)
+            except NoSuchJobError:
+                continue
+            if status in (JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
+                existing.delete()
+                continue
+            return False  # scheduled, queued or running: it will read the latest state
+        return False
 
     def enqueue_heal(self, provider: str, external_order_id: str) -> bool:
         """After a callback failed verification: poll the order if we know it.

@@ -16,7 +16,7 @@ from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
 
 from config import Settings
-from orders.events import Event
+from orders.events import COVERS_ALL, Event
 from workers.clock import Clock
 from workers.queue import APPLY_JOB, EVENTS, POLLS, Queues
 from workers.runtime import Runtime
@@ -56,6 +56,7 @@ def event(status: str, order: str = "o-1", body: str | None = None) -> Event:
         received_at=datetime.now(UTC).isoformat(),
         verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
         fiat_amount="100000",
+        covers=COVERS_ALL,
     )
 
 
