@@ -176,3 +176,58 @@ def test_trigger_polls_are_rate_limited_per_order_and_never_dropped(redis: Redis
     assert job.args == ["changelly", "o-1", "callback (deferred)"]
     when = scheduled.get_scheduled_time(job)
     assert 20 <= (when - datetime.now(UTC)).total_seconds() <= 31
+
+
+def test_a_version_1_payload_still_queued_is_read_with_the_adapters_coverage(
+    runtime: Runtime, redis: Redis
+) -> None:
+    """What the previous release queued: no coverage, claims in details."""
+    v1 = {
+        **{k: v for k, v in event("PAYMENT_COMPLETED").to_dict().items() if k in V1_FIELDS},
+        "v": 1,
+        "kind": "sell",
+        "details": {"tx_hash": "0xunsigned", "claimed_status": "SUCCESS"},
+    }
+    runtime.queues._enqueue_unique(runtime.queues.events, APPLY_JOB, (v1,), "event-v1")
+    work(runtime)
+    assert (
+        Job.fetch("event-v1", connection=redis, serializer=JSONSerializer).get_status() == JobStatus.FINISHED
+    )
+    order = runtime.store.order_view("alixpay", "o-1")
+    # An AliX IPN covers status, kind and amount: those are written, the rest is not.
+    assert (order.status, order.kind, order.fiat_amount) == ("PROCESSING", "sell", "100000")
+    assert order.details == {}
+    (record,) = order.events
+    assert record.claimed_status == "SUCCESS" and record.covers == "provider_status,kind,fiat_amount"
+
+
+V1_FIELDS = {
+    "provider",
+    "external_order_id",
+    "provider_status",
+    "source",
+    "dedup_key",
+    "raw_body",
+    "received_at",
+    "verified_by",
+    "provider_order_id",
+    "kind",
+    "fiat_amount",
+    "fiat_currency",
+    "crypto_amount",
+    "crypto_currency",
+    "details",
+}
+
+
+def test_a_provider_that_cannot_be_reached_is_retried_and_backs_off(runtime: Runtime, redis: Redis) -> None:
+    """ALIXPAY_BASE_URL points at a closed port: ProviderUnavailable, not a data error."""
+    runtime.store.apply([event("AWAITING_PAYMENT")])
+    assert runtime.queues.enqueue_poll("alixpay", "o-1", "sweep")
+    work(runtime)
+    from workers.queue import poll_job_id
+
+    job = Job.fetch(poll_job_id("alixpay", "o-1"), connection=redis, serializer=JSONSerializer)
+    assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 1
+    order = runtime.store.order_view("alixpay", "o-1")
+    assert order.poll_attempts == 1 and order.last_polled_at is not None
