@@ -303,3 +303,6 @@ def test_every_procfile_line_starts_from_the_install(
         assert job.get_status(refresh=True) == JobStatus.FINISHED
     finally:
         assert web.stop() == 0, web.output()
+    assert "Booting worker" in web.output()
+    # Readiness probes read the schema revision without logging Alembic's banner each time.
+    assert "Context impl" not in web.output()
