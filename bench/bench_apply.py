@@ -10,6 +10,7 @@ from _common import Timer, database, databases, emit
 
 from orders.db import make_engine
 from orders.events import Event
+from orders.providers.alixpay.adapter import COVERS
 from orders.providers import STATUS_MAPS
 from orders.store import Store
 
@@ -32,6 +33,7 @@ def events(prefix: str, orders: int) -> list[Event]:
                     received_at=now,
                     verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_WEBHOOK_SECRET_KEY",
                     fiat_amount="100000",
+                    covers=COVERS["callback"],
                 )
             )
     return out

@@ -112,6 +112,11 @@ def cmd_reconcile(args: argparse.Namespace) -> int:
                 )
             else:
                 result = jobs.poll_order(provider, order_id, reason="cli")
+                if result.get("deferred"):
+                    print(
+                        f"{provider} {order_id}: another poll of it is under way; one more is {result['queued']}"
+                    )
+                    continue
                 print(
                     f"{provider} {order_id}: provider says {result['provider_status']} -> "
                     f"{result['decision']}; now {result['status']} v{result['version']}"

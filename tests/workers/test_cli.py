@@ -82,3 +82,21 @@ def test_bad_settings_list_every_problem(
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert "REDIS_URL" in err and "ALIXPAY_SECRET_KEY" in err and "ALIXPAY_PUBLIC_KEY" in err
+
+
+def test_reconcile_does_not_race_a_poll_under_way(
+    env: Path, redis: Redis, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from workers.queue import Queues
+
+    assert cli.main(["migrate"]) == 0
+    assert cli.main(["orders", "create", "alixpay", json.dumps(ORDER)]) == 0
+    capsys.readouterr()
+    lock = Queues(redis).poll_lock("alixpay", "cli-1")
+    assert lock.acquire(blocking=False)  # a worker is polling it
+    try:
+        assert cli.main(["reconcile", "--provider", "alixpay", "--order", "cli-1"]) == 0
+    finally:
+        lock.release()
+    out = capsys.readouterr().out
+    assert "cli-1: another poll of it is under way; one more is scheduled" in out
