@@ -74,9 +74,12 @@ def product_files(files: tuple[Path, ...]) -> set[str]:
 
 def base_env(tmp: Path) -> dict[str, str]:
     """No PYTHONPATH, no virtualenv and no rampwatch setting leaks in from the test run;
-    pip keeps this machine's own configuration, and a cache of its own in tmp."""
-    keep = {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k in ("HOME", "LANG", "PATH")}
-    return {**keep, "PIP_CACHE_DIR": str(tmp / "pip-cache"), "PIP_NO_INPUT": "1"}
+    pip keeps this machine's own configuration. HOME is in tmp too (pip's cache,
+    gunicorn's control socket), so nothing is left outside it."""
+    keep = {k: v for k, v in os.environ.items() if k.startswith("PIP_") or k in ("LANG", "PATH")}
+    home = tmp / "home"
+    home.mkdir(exist_ok=True)
+    return {**keep, "HOME": str(home), "PIP_CACHE_DIR": str(tmp / "pip-cache"), "PIP_NO_INPUT": "1"}
 
 
 def run(args: list[str], *, cwd: Path, env: dict[str, str], timeout: float = 120) -> str:

@@ -137,8 +137,10 @@ def sqlite_url(tmp_path: Path) -> str:
 
 
 def env_for(tls_redis: TLSRedis, sqlite_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "TMPDIR")}
-    return {**env, "DATABASE_URL": sqlite_url, "REDIS_URL": tls_redis.url, **extra}
+    env = {k: v for k, v in os.environ.items() if k in ("PATH", "LANG", "TMPDIR")}
+    # gunicorn keeps a control socket under HOME: keep it beside the test's database.
+    home = sqlite_url.removeprefix("sqlite:///").rsplit("/", 1)[0]
+    return {**env, "HOME": home, "DATABASE_URL": sqlite_url, "REDIS_URL": tls_redis.url, **extra}
 
 
 def rampwatch(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
