@@ -10,8 +10,8 @@ from _common import Timer, database, databases, emit
 
 from orders.db import make_engine
 from orders.events import Event
-from orders.providers.alixpay.adapter import COVERS
 from orders.providers import STATUS_MAPS
+from orders.providers.alixpay.adapter import COVERS
 from orders.store import Store
 
 LIFECYCLE = ["AWAITING_PAYMENT", "PAYMENT_COMPLETED", "PROCESSING_TOKEN_TRANSFER", "SUCCESS", "SUCCESS"]
