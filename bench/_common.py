@@ -13,8 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from config import AlixPaySettings, Named, PollPolicy
+from config import Named, PollPolicy
 from orders.migrate import upgrade
+from orders.providers.alixpay.settings import AlixPaySettings
 
 SECRET = "bench-secret"
 WEBHOOK_SECRET = "bench-webhook-secret"

@@ -12,10 +12,12 @@ from collections.abc import Callable
 
 from _common import WEBHOOK_SECRET, alix, database, emit, keypair
 
-from config import ChangellySettings, FuspaySettings, Named, Settings
+from config import Named, Settings
 from orders.providers.alixpay import signing as alix_signing
 from orders.providers.changelly import signing as changelly_signing
+from orders.providers.changelly.settings import ChangellySettings
 from orders.providers.fuspay import signing as fuspay_signing
+from orders.providers.fuspay.settings import FuspaySettings
 from receiver import create_app
 from workers.localredis import PrivateRedis
 
@@ -94,19 +96,23 @@ def main() -> None:
         settings = Settings(
             database_url=database("sqlite"),
             redis_url=redis_server.url,
-            alixpay=alix(alix_key, partner_key, "http://127.0.0.1:9"),
-            fuspay=FuspaySettings(
-                partner_id="p1",
-                public_keys=(Named("FUSPAY_PUBLIC_KEY", "pk_bench"),),
-                secret_keys=(Named("FUSPAY_SECRET_KEY", "sk_bench"),),
-                base_url="http://127.0.0.1:9",
-            ),
-            changelly=ChangellySettings(
-                api_key="bench",
-                private_key=Named("CHANGELLY_PRIVATE_KEY", partner_key),
-                callback_public_keys=(Named("CHANGELLY_CALLBACK_PUBLIC_KEY", changelly_key.public_key()),),
-                base_url="http://127.0.0.1:9",
-            ),
+            providers={
+                "alixpay": alix(alix_key, partner_key, "http://127.0.0.1:9"),
+                "fuspay": FuspaySettings(
+                    partner_id="p1",
+                    public_keys=(Named("FUSPAY_PUBLIC_KEY", "pk_bench"),),
+                    secret_keys=(Named("FUSPAY_SECRET_KEY", "sk_bench"),),
+                    base_url="http://127.0.0.1:9",
+                ),
+                "changelly": ChangellySettings(
+                    api_key="bench",
+                    private_key=Named("CHANGELLY_PRIVATE_KEY", partner_key),
+                    callback_public_keys=(
+                        Named("CHANGELLY_CALLBACK_PUBLIC_KEY", changelly_key.public_key()),
+                    ),
+                    base_url="http://127.0.0.1:9",
+                ),
+            },
         )
         client = create_app(settings).test_client()
         for provider, make in cases:

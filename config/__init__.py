@@ -1,25 +1,25 @@
 """rampwatch settings: the only reader of the environment."""
 
 from config.settings import (
-    AlixPaySettings,
-    ChangellySettings,
     ConfigError,
-    FuspaySettings,
     Named,
     PollPolicy,
+    ProviderSettings,
     Settings,
     load_settings,
     parse_duration,
+    poll_setting,
+    setting,
 )
 
 __all__ = [
-    "AlixPaySettings",
-    "ChangellySettings",
     "ConfigError",
-    "FuspaySettings",
     "Named",
     "PollPolicy",
+    "ProviderSettings",
     "Settings",
     "load_settings",
     "parse_duration",
+    "poll_setting",
+    "setting",
 ]

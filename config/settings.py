@@ -5,23 +5,34 @@ parses every variable, collects every problem and raises one ``ConfigError`` tha
 lists them all, so a bad deploy fails at start-up with the whole story instead of
 one problem per restart. Secrets never appear in a ``repr``.
 
-A provider is enabled only when its settings are present; a provider whose
-settings are absent is ``None`` here (disabled: its webhook answers 404). A
-provider whose settings are only partly present is an error, never a silently
-disabled or half-verified provider.
+Each provider declares its settings as a frozen dataclass whose fields say,
+with ``setting(...)``, which variable each comes from and how to read it
+(``orders/providers/<slug>/settings.py``); one loader here reads them all, so
+the list of providers is the registry's (``orders.providers``), passed in by
+the entry points. A provider is enabled only when its settings are present; a
+provider whose settings are absent is not in ``Settings.providers`` (disabled:
+its webhook answers 404). A provider whose settings are only partly present is
+an error, never a silently disabled or half-verified provider.
+
+A ``.env`` file in the working directory (``NAME=value`` lines, as ``rampwatch
+dev`` writes one) is read too when the process environment is used; variables
+set in the environment win.
 """
 
 from __future__ import annotations
 
 import base64
+import dataclasses
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Generic, TypeVar
+from types import MappingProxyType
+from typing import Any, ClassVar, Generic, Protocol, TypeVar
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key, load_pem_public_key
+from dotenv import dotenv_values
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
@@ -67,65 +78,92 @@ class PollPolicy:
         return self.backoff[min(max(attempt, 0), len(self.backoff) - 1)]
 
 
-@dataclass(frozen=True)
-class AlixPaySettings:
-    partner_code: str
-    # Ends every string we sign; one candidate for the IPN/response string (doc bug A-3).
-    secret_keys: tuple[Named[str], ...] = field(repr=False)
-    # The other candidate for the IPN/response string, and sent as webhookSecretKey.
-    webhook_secret_keys: tuple[Named[str], ...] = field(repr=False)
-    private_key: Named[RSAPrivateKey] = field(repr=False)
-    public_keys: tuple[Named[RSAPublicKey], ...] = field(repr=False)
-    base_url: str
-    poll: PollPolicy = PollPolicy()
-    timeout: float = 10.0
+# ------------------------------------------------------------ provider settings
 
-    @property
-    def secret_key(self) -> str:
-        return self.secret_keys[0].value
-
-    @property
-    def webhook_secret_key(self) -> str:
-        return self.webhook_secret_keys[0].value if self.webhook_secret_keys else ""
-
-
-FUSPAY_RECIPES = ("hmac-sha512", "sha512-append", "sha512-prepend", "oracle")
-FUSPAY_SIGNATURE_KEYS = ("public+secret", "secret")
+SPEC = "rampwatch.setting"
+KINDS = ("text", "url", "private_key", "public_key", "number", "duration", "choice", "poll")
 
 
 @dataclass(frozen=True)
-class FuspaySettings:
-    partner_id: str
-    public_keys: tuple[Named[str], ...] = field(repr=False)
-    secret_keys: tuple[Named[str], ...] = field(repr=False)
-    base_url: str
-    # Fuspay does not publish its exact recipe (doc bug F-7): a setting, not code.
-    signature_recipe: str = "hmac-sha512"
-    signature_key: str = "public+secret"
-    # Our webhook URL, sent as partner_callback_url on every sell order we create.
-    callback_url: str | None = None
-    poll: PollPolicy = PollPolicy()
-    timeout: float = 10.0
+class Spec:
+    """How one field of a provider's settings is read: the variable (``prefix +
+    name``), its kind, whether it is required, whether a ``_PREVIOUS`` twin is
+    accepted during a rotation (the value is then a tuple of ``Named``), and
+    what it means (for the README, app.json and error messages)."""
+
+    name: str
+    kind: str
+    required: bool = False
+    rotation: bool = False
+    secret: bool = False
+    options: tuple[str, ...] = ()
+    minimum: float = 0.0
+    description: str = ""
 
     @property
-    def secret_key(self) -> str:
-        return self.secret_keys[0].value
-
-    @property
-    def public_key(self) -> str:
-        return self.public_keys[0].value
+    def named(self) -> bool:
+        """Keys keep the name of the setting they came from (the event records it)."""
+        return self.kind in ("private_key", "public_key")
 
 
-@dataclass(frozen=True)
-class ChangellySettings:
-    api_key: str = field(repr=False)
-    private_key: Named[RSAPrivateKey] = field(repr=False)
-    callback_public_keys: tuple[Named[RSAPublicKey], ...] = field(repr=False)
-    base_url: str = "https://fiat-api.changelly.com"
-    poll: PollPolicy = PollPolicy()
-    timeout: float = 10.0
-    # A callback only triggers a poll; at most one such poll per order per window.
-    callback_poll_window: int = 10
+def setting(
+    name: str,
+    kind: str = "text",
+    *,
+    required: bool = False,
+    rotation: bool = False,
+    secret: bool = False,
+    options: tuple[str, ...] = (),
+    minimum: float = 0.0,
+    default: Any = dataclasses.MISSING,
+    description: str = "",
+) -> Any:
+    """A provider settings field read from the variable ``<prefix><name>``. A
+    ``secret`` (and every key) never appears in a ``repr``; with ``rotation`` the
+    value is the current and ``_PREVIOUS`` values as ``Named``, current first."""
+    if kind not in KINDS:
+        raise ValueError(f"unknown setting kind {kind!r}")
+    secret = secret or kind in ("private_key", "public_key")
+    spec = Spec(name, kind, required, rotation, secret, options, minimum, description)
+    return field(default=default, repr=not secret, metadata={SPEC: spec})
+
+
+def poll_setting() -> Any:
+    """The provider's poll policy, from ``<prefix>POLL_BACKOFF`` and ``<prefix>POLL_HORIZON``."""
+    return setting(
+        "POLL",
+        "poll",
+        default=PollPolicy(),
+        description="POLL_BACKOFF: delays between polls of an open order (reset on every change); "
+        "POLL_HORIZON: an order open longer is flagged stale",
+    )
+
+
+class ProviderSettings(Protocol):
+    """What every provider's settings class has (and ``setting`` fields)."""
+
+    prefix: ClassVar[str]  # "ALIXPAY_"
+    label: ClassVar[str]  # "AliX Pay"
+    poll: PollPolicy
+    timeout: float
+
+
+def specs(cls: type) -> list[tuple[str, Spec]]:
+    """(field name, spec) of every ``setting`` field of a provider settings class."""
+    return [(f.name, f.metadata[SPEC]) for f in dataclasses.fields(cls) if SPEC in f.metadata]
+
+
+def variables(cls: Any) -> list[tuple[str, Spec]]:
+    """Every environment variable a provider settings class reads, with its spec."""
+    out = []
+    for _, spec in specs(cls):
+        if spec.kind == "poll":
+            out += [(f"{cls.prefix}POLL_BACKOFF", spec), (f"{cls.prefix}POLL_HORIZON", spec)]
+            continue
+        out.append((cls.prefix + spec.name, spec))
+        if spec.rotation:
+            out.append((f"{cls.prefix}{spec.name}_PREVIOUS", spec))
+    return out
 
 
 @dataclass(frozen=True)
@@ -135,9 +173,8 @@ class Settings:
     redis_url: str = field(repr=False)
     redis_tls_verify: str = "required"
     api_token: str | None = field(default=None, repr=False)
-    alixpay: AlixPaySettings | None = None
-    fuspay: FuspaySettings | None = None
-    changelly: ChangellySettings | None = None
+    # slug -> that provider's settings, for the enabled providers only
+    providers: Mapping[str, Any] = field(default_factory=dict)
     sweep_interval: float = 5.0
     sweep_batch: int = 500
     poll_lease: int = 120
@@ -151,12 +188,12 @@ class Settings:
     def safe_redis_url(self) -> str:
         return redact_url(self.redis_url)
 
-    def provider(self, slug: str) -> object | None:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "providers", MappingProxyType(dict(self.providers)))
+
+    def provider(self, slug: str) -> Any | None:
         """The settings of provider ``slug``, or None when it is disabled or unknown."""
-        return getattr(self, slug, None) if slug in PROVIDER_SLUGS else None
-
-
-PROVIDER_SLUGS = ("alixpay", "fuspay", "changelly")
+        return self.providers.get(slug)
 
 
 class _Reader:
@@ -336,104 +373,52 @@ def _poll(r: _Reader, prefix: str) -> PollPolicy:
     )
 
 
-def _alixpay(r: _Reader) -> AlixPaySettings | None:
-    names = (
-        "ALIXPAY_PARTNER_CODE",
-        "ALIXPAY_SECRET_KEY",
-        "ALIXPAY_WEBHOOK_SECRET_KEY",
-        "ALIXPAY_PRIVATE_KEY",
-        "ALIXPAY_PUBLIC_KEY",
-        "ALIXPAY_BASE_URL",
-    )
-    wanted = _wanted(r, "ALIXPAY_", names, "AliX Pay")
+def _getter(r: _Reader, spec: Spec) -> Callable[[str], Any]:
+    """How to read one variable of ``spec``'s kind (None when unset)."""
+    if spec.kind == "text":
+        return r.text
+    if spec.kind == "url":
+        return r.url
+    if spec.kind == "private_key":
+        return lambda n: r.pem(n, _load_private)
+    if spec.kind == "public_key":
+        return lambda n: r.pem(n, _load_public)
+    if spec.kind == "number":
+        return lambda n: None if r.raw(n) is None else r.number(n, None, float, spec.minimum)
+    if spec.kind == "duration":
+        return lambda n: None if r.raw(n) is None else r.duration(n, 0) or None
+    if spec.kind == "choice":
+        return lambda n: None if r.raw(n) is None else r.choice(n, spec.options)
+    raise ValueError(spec.kind)
+
+
+def _provider(r: _Reader, cls: Any) -> Any | None:
+    """One provider's settings (None: disabled, or a problem recorded in ``r``)."""
+    fields_ = specs(cls)
+    required = tuple(cls.prefix + spec.name for _, spec in fields_ if spec.required)
+    wanted = _wanted(r, cls.prefix, required, cls.label)
     if wanted is None:
         return None
     before = len(r.problems)
-    secrets = _twins(r, "ALIXPAY_SECRET_KEY", r.text)
-    webhook_secrets = _twins(r, "ALIXPAY_WEBHOOK_SECRET_KEY", r.text)
-    private = _twins(r, "ALIXPAY_PRIVATE_KEY", lambda n: r.pem(n, _load_private))
-    public = _twins(r, "ALIXPAY_PUBLIC_KEY", lambda n: r.pem(n, _load_public))
-    base_url = r.url("ALIXPAY_BASE_URL")
-    poll = _poll(r, "ALIXPAY_")
-    timeout = r.number("ALIXPAY_TIMEOUT", 10.0, float, 0.1)
-    partner = r.text("ALIXPAY_PARTNER_CODE")
-    if (
-        not wanted
-        or len(r.problems) > before
-        or not (secrets and private and public and base_url and partner)
-    ):
+    values: dict[str, Any] = {}
+    for attr, spec in fields_:
+        name = cls.prefix + spec.name
+        if spec.kind == "poll":
+            values[attr] = _poll(r, cls.prefix)
+            continue
+        get = _getter(r, spec)
+        if spec.rotation:
+            value: Any = _twins(r, name, get) or None
+        else:
+            value = get(name)
+            if value is not None and spec.named:
+                value = Named(name, value)
+        if value is not None:
+            values[attr] = value
+    missing = [attr for attr, spec in fields_ if spec.required and attr not in values]
+    if not wanted or len(r.problems) > before or missing:
         return None
-    return AlixPaySettings(
-        partner_code=partner,
-        secret_keys=secrets,
-        webhook_secret_keys=webhook_secrets,
-        private_key=private[0],  # type: ignore[arg-type]
-        public_keys=public,  # type: ignore[arg-type]
-        base_url=base_url,
-        poll=poll,
-        timeout=timeout,
-    )
-
-
-def _fuspay(r: _Reader) -> FuspaySettings | None:
-    names = ("FUSPAY_PARTNER_ID", "FUSPAY_PUBLIC_KEY", "FUSPAY_SECRET_KEY", "FUSPAY_BASE_URL")
-    wanted = _wanted(r, "FUSPAY_", names, "Fuspay Axis")
-    if wanted is None:
-        return None
-    before = len(r.problems)
-    public = _twins(r, "FUSPAY_PUBLIC_KEY", r.text)
-    secrets = _twins(r, "FUSPAY_SECRET_KEY", r.text)
-    base_url = r.url("FUSPAY_BASE_URL")
-    recipe = r.choice("FUSPAY_SIGNATURE_RECIPE", FUSPAY_RECIPES)
-    key_mode = r.choice("FUSPAY_SIGNATURE_KEY", FUSPAY_SIGNATURE_KEYS)
-    callback_url = r.url("FUSPAY_CALLBACK_URL")
-    poll = _poll(r, "FUSPAY_")
-    timeout = r.number("FUSPAY_TIMEOUT", 10.0, float, 0.1)
-    partner = r.text("FUSPAY_PARTNER_ID")
-    if not wanted or len(r.problems) > before or not (public and secrets and base_url and partner):
-        return None
-    return FuspaySettings(
-        partner_id=partner,
-        public_keys=public,
-        secret_keys=secrets,
-        base_url=base_url,
-        signature_recipe=recipe,
-        signature_key=key_mode,
-        callback_url=callback_url,
-        poll=poll,
-        timeout=timeout,
-    )
-
-
-def _changelly(r: _Reader) -> ChangellySettings | None:
-    names = (
-        "CHANGELLY_API_KEY",
-        "CHANGELLY_PRIVATE_KEY",
-        "CHANGELLY_CALLBACK_PUBLIC_KEY",
-        "CHANGELLY_BASE_URL",
-    )
-    wanted = _wanted(r, "CHANGELLY_", names, "Changelly Fiat")
-    if wanted is None:
-        return None
-    before = len(r.problems)
-    api_keys = _twins(r, "CHANGELLY_API_KEY", r.text)
-    private = _twins(r, "CHANGELLY_PRIVATE_KEY", lambda n: r.pem(n, _load_private))
-    callback = _twins(r, "CHANGELLY_CALLBACK_PUBLIC_KEY", lambda n: r.pem(n, _load_public))
-    base_url = r.url("CHANGELLY_BASE_URL")
-    poll = _poll(r, "CHANGELLY_")
-    timeout = r.number("CHANGELLY_TIMEOUT", 10.0, float, 0.1)
-    window = r.duration("CHANGELLY_CALLBACK_POLL_WINDOW", 10)
-    if not wanted or len(r.problems) > before or not (api_keys and private and callback and base_url):
-        return None
-    return ChangellySettings(
-        api_key=api_keys[0].value,
-        private_key=private[0],  # type: ignore[arg-type]
-        callback_public_keys=callback,  # type: ignore[arg-type]
-        base_url=base_url,
-        poll=poll,
-        timeout=timeout,
-        callback_poll_window=window,
-    )
+    return cls(**values)
 
 
 def redact_url(url: str) -> str:
@@ -454,13 +439,20 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
-def load_settings(env: Mapping[str, str] | None = None, base_dir: Path | None = None) -> Settings:
-    """Build the frozen Settings from ``env`` (default: the process environment).
+def load_settings(
+    env: Mapping[str, str] | None = None,
+    base_dir: Path | None = None,
+    *,
+    providers: Mapping[str, type],
+) -> Settings:
+    """Build the frozen Settings from ``env`` (default: the process environment, over
+    the ``.env`` file in ``base_dir`` if there is one), for the ``providers`` given
+    (slug -> settings class: the registry's, ``orders.providers``).
 
     Raises ConfigError listing every problem found.
     """
-    r = _Reader(os.environ if env is None else env)
     base = base_dir or Path.cwd()
+    r = _Reader(process_environment(base) if env is None else env)
     database_url = r.text("DATABASE_URL") or f"sqlite:///{(base / DEFAULT_DATABASE_PATH).as_posix()}"
     if not database_url.startswith(("sqlite", "postgres")):
         r.problems.append("DATABASE_URL: only sqlite:/// and postgresql:// URLs are supported")
@@ -479,9 +471,9 @@ def load_settings(env: Mapping[str, str] | None = None, base_dir: Path | None = 
         redis_url=redis_url,
         redis_tls_verify=r.choice("REDIS_TLS_VERIFY", REDIS_TLS_VERIFY_MODES),
         api_token=api_token,
-        alixpay=_alixpay(r),
-        fuspay=_fuspay(r),
-        changelly=_changelly(r),
+        providers={
+            slug: loaded for slug, cls in providers.items() if (loaded := _provider(r, cls)) is not None
+        },
         sweep_interval=r.number("RAMPWATCH_SWEEP_INTERVAL", 5.0, float, 0.1),
         sweep_batch=r.number("RAMPWATCH_SWEEP_BATCH", 500, int, 1),
         poll_lease=r.duration("RAMPWATCH_POLL_LEASE", 120),
@@ -490,3 +482,12 @@ def load_settings(env: Mapping[str, str] | None = None, base_dir: Path | None = 
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def process_environment(base_dir: Path) -> dict[str, str]:
+    """``os.environ`` over the ``.env`` file in ``base_dir``, when there is one."""
+    dotenv = base_dir / ".env"
+    values: dict[str, str] = {}
+    if dotenv.is_file():
+        values = {k: v for k, v in dotenv_values(dotenv).items() if v is not None}
+    return {**values, **os.environ}

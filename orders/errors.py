@@ -53,7 +53,22 @@ class ProviderRejected(ProviderError, DataError):
 
 
 class ProviderUnavailable(ProviderError):
-    """Timeout, connection failure, 5xx or 429: transient, retry later."""
+    """Timeout, connection failure, 408, 5xx or 429: transient, retry later."""
+
+
+class ProviderRateLimited(ProviderUnavailable):
+    """HTTP 429: ``retry_after`` is the seconds the provider asked us to wait (None when unsaid)."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retry_after: float | None = None,
+        status: int | None = 429,
+        code: str | None = None,
+    ):
+        self.retry_after = retry_after
+        super().__init__(message, status=status, code=code)
 
 
 class ProviderResponseInvalid(ProviderError, DataError):

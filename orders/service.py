@@ -9,34 +9,24 @@ like any other event.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import Any
 
 from orders.errors import ProviderDisabled
-from orders.events import Event, utcnow
+from orders.events import utcnow
+from orders.providers.base import CreatingAdapter
 from orders.store import Outcome, Store
-
-
-class CreatingAdapter(Protocol):
-    slug: str
-
-    def validate_create(self, request: Mapping[str, Any]) -> dict[str, Any]: ...
-
-    def creation_event(self, request: Mapping[str, Any], received_at: Any) -> Event: ...
-
-    def submit_create(self, request: Mapping[str, Any]) -> Event | None: ...
 
 
 def create_order(store: Store, adapter: object, request: Mapping[str, Any]) -> Outcome:
     """Validate, record CREATED, call the provider, apply its answer. Raises
     InvalidPayload before anything is written, ProviderError after the CREATED record."""
-    if not all(hasattr(adapter, m) for m in ("validate_create", "creation_event", "submit_create")):
+    if not isinstance(adapter, CreatingAdapter):
         raise ProviderDisabled(
             f"provider {getattr(adapter, 'slug', '?')} does not support order creation here"
         )
-    creator: CreatingAdapter = adapter  # type: ignore[assignment]
-    valid = creator.validate_create(request)
-    (created,) = store.apply([creator.creation_event(valid, utcnow())])
-    answer = creator.submit_create(valid)
+    valid = adapter.validate_create(request)
+    (created,) = store.apply([adapter.creation_event(valid, utcnow())])
+    answer = adapter.submit_create(valid)
     if answer is None:  # the provider acknowledged without an order state (Fuspay)
         return created
     (outcome,) = store.apply([answer])

@@ -38,7 +38,8 @@ def readyz() -> Any:
         with deps.store.engine.connect() as conn:
             conn.execute(text("SELECT 1"))
             checks["database"] = "ok"
-            checks["schema"] = deps.revisions.report(current_revisions(conn))
+            revisions = current_app.extensions["rampwatch.revisions"]
+            checks["schema"] = revisions.report(current_revisions(conn))
     except SQLAlchemyError as exc:
         checks["database"] = f"unavailable ({type(exc).__name__})"
         checks.setdefault("schema", "unknown (database unavailable)")

@@ -8,8 +8,8 @@ answer 503 until it is back).
 
 from flask import Flask
 
-from config import load_settings
 from config.logs import configure_logging
+from orders.providers import load_settings
 from receiver import create_app
 from workers.queue import check_tls_at_start
 

@@ -27,14 +27,17 @@ from redis import Redis
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
-from config import AlixPaySettings, ChangellySettings, FuspaySettings, Named, PollPolicy, Settings
+from config import Named, PollPolicy, Settings
 from orders.migrate import upgrade
 from orders.providers.alixpay.sandbox import AlixSandbox
+from orders.providers.alixpay.settings import AlixPaySettings
 from orders.providers.changelly.sandbox import ChangellySandbox
+from orders.providers.changelly.settings import ChangellySettings
 from orders.providers.fuspay.sandbox import FuspaySandbox
+from orders.providers.fuspay.settings import FuspaySettings
 from receiver import create_app
 from workers.localredis import PrivateRedis
-from workers.runtime import Runtime
+from workers.services import Services, build_services
 from workers.worker import make_worker
 
 POSTGRES_URL = os.environ.get("RAMPWATCH_TEST_POSTGRES_URL")
@@ -254,7 +257,7 @@ E2E_TOKEN = "e2e-token-0123456789abcdef"
 @dataclass
 class Stack:
     settings: Settings
-    runtime: Runtime
+    runtime: Services  # the workers' collaborators, installed for in-process jobs
     sandbox: AlixSandbox
     changelly: ChangellySandbox
     fuspay: FuspaySandbox
@@ -279,18 +282,20 @@ def stack(
     fuspay_sandbox: FuspaySandbox,
 ) -> Iterator[Stack]:
     """The whole service over real HTTP: the receiver on a loopback port, every
-    provider's sandbox posting callbacks to it, a Runtime for in-process workers
+    provider's sandbox posting callbacks to it, the workers' Services for in-process workers
     (``drain``), and ``env`` for the CLI."""
     port = redis.connection_pool.connection_kwargs["port"]
     settings = Settings(
         database_url=database_url,
         redis_url=f"redis://127.0.0.1:{port}/0",
         api_token=E2E_TOKEN,
-        alixpay=alix_settings(keys, sandbox.url),
-        changelly=changelly_settings(keys, changelly_sandbox.url),
-        fuspay=fuspay_settings(fuspay_sandbox.url),
+        providers={
+            "alixpay": alix_settings(keys, sandbox.url),
+            "changelly": changelly_settings(keys, changelly_sandbox.url),
+            "fuspay": fuspay_settings(fuspay_sandbox.url),
+        },
     )
-    runtime = Runtime.build(settings, redis=redis)
+    runtime = build_services(settings, redis=redis)
     token = runtime.install()
     app = create_app(settings, redis=redis, store=runtime.store, adapters=runtime.adapters)
     server = make_server("127.0.0.1", 0, app, threaded=True)

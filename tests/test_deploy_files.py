@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from config import ConfigError, load_settings
+from config import ConfigError
+from orders.providers import load_settings
 
 ROOT = Path(__file__).resolve().parent.parent
 ADDON_VARIABLES = {"DATABASE_URL": "heroku-postgresql", "REDIS_URL": "heroku-redis"}

@@ -1,6 +1,6 @@
 """The ``rampwatch`` command: migrate, worker, clock, reconcile, orders, dev.
 
-Every sub-command reads the settings once (``config.load_settings``) and exits
+Every sub-command reads the settings once (``orders.providers.load_settings``) and exits
 non-zero with every problem listed when they are invalid.
 """
 
@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from config import ConfigError, Settings, load_settings
+from config import ConfigError, Settings
 from config.logs import configure_logging
 
 if TYPE_CHECKING:
@@ -22,6 +22,8 @@ if TYPE_CHECKING:
 
 def _settings() -> Settings:
     try:
+        from orders.providers import load_settings
+
         return load_settings()
     except ConfigError as exc:
         print(f"rampwatch: {exc}", file=sys.stderr)
@@ -50,14 +52,14 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from workers.runtime import Runtime
+    from workers.services import WORKER_REDIS_TIMEOUT, build_services
     from workers.worker import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level)
-    runtime = Runtime.build(settings)
-    _check_redis_tls(runtime.redis)
-    run_worker(runtime, burst=args.burst, name=args.name)
+    services = build_services(settings, redis_timeout=WORKER_REDIS_TIMEOUT)
+    _check_redis_tls(services.redis)
+    run_worker(services, burst=args.burst, name=args.name)
     return 0
 
 
@@ -78,11 +80,11 @@ def cmd_clock(args: argparse.Namespace) -> int:
 def cmd_reconcile(args: argparse.Namespace) -> int:
     from orders.errors import RampwatchError
     from workers import jobs
-    from workers.runtime import Runtime
+    from workers.services import build_services
 
     settings = _settings()
     configure_logging("WARNING")
-    rt = Runtime.build(settings)
+    rt = build_services(settings)
     rt.install()
     if args.order and not args.provider:
         print("rampwatch reconcile: --order needs --provider", file=sys.stderr)
@@ -142,16 +144,17 @@ def cmd_backfill(args: argparse.Namespace) -> int:
     from collections import Counter
 
     from orders.errors import RampwatchError
-    from workers.runtime import Runtime
+    from orders.providers.base import BackfillingAdapter
+    from workers.services import build_services
 
     settings = _settings()
     configure_logging("WARNING")
-    rt = Runtime.build(settings)
+    rt = build_services(settings)
     adapter = rt.adapters.get(args.provider)
     if adapter is None:
         print(f"rampwatch backfill: provider {args.provider} is not configured", file=sys.stderr)
         return 2
-    if not hasattr(adapter, "backfill"):
+    if not isinstance(adapter, BackfillingAdapter):
         print(f"rampwatch backfill: {args.provider} has no order-list API to backfill from", file=sys.stderr)
         return 2
     if args.until and args.until <= args.since:
@@ -203,10 +206,10 @@ def cmd_orders_show(args: argparse.Namespace) -> int:
 def cmd_orders_create(args: argparse.Namespace) -> int:
     from orders.errors import RampwatchError
     from orders.service import create_order
-    from workers.runtime import Runtime
+    from workers.services import build_services
 
     settings = _settings()
-    rt = Runtime.build(settings)
+    rt = build_services(settings)
     try:
         request = json.loads(args.request)
     except ValueError:

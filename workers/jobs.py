@@ -25,7 +25,7 @@ from rq import get_current_job
 
 from orders.errors import DataError, ProviderError
 from orders.events import Event
-from workers.runtime import Runtime, current
+from workers.services import Services, current
 
 log = logging.getLogger("rampwatch.jobs")
 
@@ -112,7 +112,7 @@ def poll_order(provider: str, external_order_id: str, reason: str = "sweep") -> 
         rt.queues.release(lock)
 
 
-def _poll(rt: Runtime, provider: str, external_order_id: str, reason: str) -> dict[str, Any]:
+def _poll(rt: Services, provider: str, external_order_id: str, reason: str) -> dict[str, Any]:
     kind, provider_order_id = rt.store.order_ref(provider, external_order_id) or (None, None)
     try:
         event = rt.adapter(provider).poll(external_order_id, kind=kind, provider_order_id=provider_order_id)

@@ -28,9 +28,10 @@ provider answers with no order state, as Fuspay does).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from orders.events import Event
 from orders.states import StatusMap
@@ -57,3 +58,52 @@ class ProviderAdapter(Protocol):
     def order_hint(self, body: bytes) -> str | None:
         """The external order id an unverified callback names, if any (never trusted)."""
         ...
+
+
+@runtime_checkable
+class CreatingAdapter(Protocol):
+    """An adapter that can create orders at its provider (``orders.service``)."""
+
+    slug: str
+
+    def validate_create(self, request: Mapping[str, Any]) -> dict[str, Any]:
+        """The validated request; InvalidPayload naming every bad field."""
+        ...
+
+    def creation_event(self, request: Mapping[str, Any], received_at: datetime) -> Event:
+        """The record of our own request (no provider status yet)."""
+        ...
+
+    def submit_create(self, request: Mapping[str, Any]) -> Event | None:
+        """Send it; the provider's answer as a ``create`` Event, or None when the
+        provider answers without an order state."""
+        ...
+
+
+@runtime_checkable
+class BackfillingAdapter(Protocol):
+    """An adapter that can list the provider's orders by creation date (``rampwatch backfill``)."""
+
+    slug: str
+
+    def backfill(self, since: datetime, until: datetime | None = None) -> Iterator[Event]:
+        """Every order created in ``[since, until]`` as a ``poll`` Event."""
+        ...
+
+
+@dataclass(frozen=True)
+class Provider:
+    """One registry entry: everything the product knows a provider by. The slug names
+    the URL segment (``/webhooks/<slug>``), the folder, the fixtures and, upper-cased,
+    the settings prefix."""
+
+    slug: str
+    adapter: Callable[..., ProviderAdapter]  # (its settings, a requests.Session)
+    status_map: StatusMap
+    settings: type  # a frozen dataclass of ``config.setting`` fields
+
+    def __post_init__(self) -> None:
+        if self.status_map.provider != self.slug:
+            raise ValueError(f"{self.slug}: its status map is {self.status_map.provider!r}'s")
+        if getattr(self.settings, "prefix", None) != self.slug.upper() + "_":
+            raise ValueError(f"{self.slug}: its settings prefix must be {self.slug.upper()}_")

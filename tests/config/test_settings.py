@@ -12,7 +12,9 @@ from conftest import SECRET, WEBHOOK_SECRET, Keys, alix_env
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from config import AlixPaySettings, ConfigError, Named, PollPolicy, Settings, load_settings, parse_duration
+from config import ConfigError, Named, PollPolicy, Settings, parse_duration
+from orders.providers import load_settings
+from orders.providers.alixpay.settings import AlixPaySettings
 
 BASE_URL = "http://127.0.0.1:1"
 ALIX_REQUIRED = (
@@ -66,7 +68,7 @@ def test_empty_env_gives_working_defaults(tmp_path: Path) -> None:
     assert s.database_url.startswith(f"sqlite:///{tmp_path.as_posix()}/var/")
     assert s.redis_url == "redis://127.0.0.1:6379/0"
     assert s.api_token is None
-    assert s.alixpay is None  # disabled
+    assert s.provider("alixpay") is None  # disabled
     assert s.provider("alixpay") is None
     assert s.provider("changelly") is None
     assert s.provider("nonsense") is None
@@ -82,7 +84,7 @@ def test_blank_values_count_as_unset(tmp_path: Path) -> None:
     assert s.database_url.endswith("/var/rampwatch.sqlite3")
     assert s.redis_url == "redis://127.0.0.1:6379/0"
     assert s.api_token is None
-    assert s.alixpay is None
+    assert s.provider("alixpay") is None
 
 
 def test_core_values_are_read(tmp_path: Path) -> None:
@@ -118,6 +120,38 @@ def test_no_env_argument_reads_the_process_environment(
     s = load_settings(base_dir=tmp_path)
     assert s.api_token == "from-the-process-environment"
     assert s.redis_url == "redis://example.invalid:1/3"
+
+
+def test_a_dotenv_file_in_the_working_directory_is_read_and_the_environment_wins(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, keys: Keys
+) -> None:
+    """What ``rampwatch dev`` writes lets a second shell work after ``cd`` into the checkout."""
+    import os
+
+    for name in list(os.environ):
+        if name.startswith(("ALIXPAY_", "FUSPAY_", "CHANGELLY_", "RAMPWATCH_")) or name in (
+            "DATABASE_URL",
+            "REDIS_URL",
+        ):
+            monkeypatch.delenv(name)
+    key_file = tmp_path / "alix.pub.pem"
+    key_file.write_text(keys.alix.public_pem)
+    dotenv = {**alix_env(keys, BASE_URL), "ALIXPAY_PUBLIC_KEY": str(key_file)}
+    dotenv.pop("ALIXPAY_PRIVATE_KEY")
+    private_file = tmp_path / "ours.pem"
+    private_file.write_text(keys.partner.private_pem)
+    dotenv["ALIXPAY_PRIVATE_KEY"] = str(private_file)
+    lines = [f"{k}={v}" for k, v in dotenv.items()]
+    lines += ["# a comment", "export RAMPWATCH_SWEEP_BATCH=7", 'RAMPWATCH_LOG_LEVEL="debug"']
+    (tmp_path / ".env").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("RAMPWATCH_SWEEP_BATCH", "9")  # the environment wins over the file
+    s = load_settings(base_dir=tmp_path)
+    assert s.sweep_batch == 9 and s.log_level == "DEBUG"
+    alix = s.provider("alixpay")
+    assert alix is not None and alix.partner_code == "rampwatch-test"
+    assert alix.public_keys[0].value.public_numbers() == keys.alix.public.public_numbers()
+    # An explicit environment is all there is: no file is read.
+    assert load_settings({}, tmp_path).provider("alixpay") is None
 
 
 # --------------------------------------------------------------------------- every problem at once
@@ -211,7 +245,7 @@ def test_two_missing_alix_variables_are_both_named(keys: Keys, tmp_path: Path) -
 
 def test_full_alix_config_is_enabled(keys: Keys, tmp_path: Path) -> None:
     s = load_settings(alix_env(keys, BASE_URL), tmp_path)
-    a = s.alixpay
+    a = s.provider("alixpay")
     assert isinstance(a, AlixPaySettings)
     assert s.provider("alixpay") is a
     assert a.partner_code == "rampwatch-test"
@@ -231,7 +265,7 @@ def test_full_alix_config_is_enabled(keys: Keys, tmp_path: Path) -> None:
 def test_alix_optional_values_are_read(keys: Keys, tmp_path: Path) -> None:
     env = alix_env(keys, "https://sandbox.alix.example/")
     env.update({"ALIXPAY_POLL_BACKOFF": "30s,1m,5m", "ALIXPAY_POLL_HORIZON": "72h", "ALIXPAY_TIMEOUT": "2.5"})
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.base_url == "https://sandbox.alix.example"  # trailing slash dropped
     assert a.poll == PollPolicy(backoff=(30, 60, 300), horizon=259200)
@@ -266,7 +300,7 @@ KEY_FORMS = ["pem", "pem_with_surrounding_whitespace", "pem_escaped_newlines", "
 def test_public_key_forms(keys: Keys, tmp_path: Path, form: str) -> None:
     env = alix_env(keys, BASE_URL)
     env["ALIXPAY_PUBLIC_KEY"] = _key_value(form, keys.alix.public_pem, tmp_path)
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.public_keys[0].value.public_numbers() == keys.alix.public.public_numbers()
 
@@ -275,7 +309,7 @@ def test_public_key_forms(keys: Keys, tmp_path: Path, form: str) -> None:
 def test_private_key_forms(keys: Keys, tmp_path: Path, form: str) -> None:
     env = alix_env(keys, BASE_URL)
     env["ALIXPAY_PRIVATE_KEY"] = _key_value(form, keys.partner.private_pem, tmp_path)
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.private_key.value.private_numbers() == keys.partner.private.private_numbers()
 
@@ -284,7 +318,7 @@ def test_pkcs1_pems_are_accepted(keys: Keys, tmp_path: Path) -> None:
     env = alix_env(keys, BASE_URL)
     env["ALIXPAY_PUBLIC_KEY"] = public_pem_pkcs1(keys.alix.public)  # BEGIN RSA PUBLIC KEY
     env["ALIXPAY_PRIVATE_KEY"] = private_pem_pkcs1(keys.partner.private)  # BEGIN RSA PRIVATE KEY
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.public_keys[0].value.public_numbers() == keys.alix.public.public_numbers()
     assert a.private_key.value.private_numbers() == keys.partner.private.private_numbers()
@@ -373,7 +407,7 @@ def test_previous_twins_are_second_named_values(keys: Keys, tmp_path: Path) -> N
     env["ALIXPAY_PUBLIC_KEY_PREVIOUS"] = keys.alix_old.public_pem
     env["ALIXPAY_SECRET_KEY_PREVIOUS"] = "sk-partner-secret-0000"
     env["ALIXPAY_WEBHOOK_SECRET_KEY_PREVIOUS"] = "whsec-partner-0000"
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.secret_keys == (
         Named("ALIXPAY_SECRET_KEY", SECRET),
@@ -395,7 +429,7 @@ def test_previous_twins_are_second_named_values(keys: Keys, tmp_path: Path) -> N
 def test_only_the_set_twin_is_added(keys: Keys, tmp_path: Path, name: str) -> None:
     env = alix_env(keys, BASE_URL)
     env[name + "_PREVIOUS"] = keys.alix_old.public_pem if name.endswith("PUBLIC_KEY") else "old-value"
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     counts = {
         "ALIXPAY_SECRET_KEY": len(a.secret_keys),
@@ -405,7 +439,7 @@ def test_only_the_set_twin_is_added(keys: Keys, tmp_path: Path, name: str) -> No
     assert counts == {n: (2 if n == name else 1) for n in TWINS}
 
 
-@pytest.mark.parametrize("name", [*TWINS, "ALIXPAY_PRIVATE_KEY"])
+@pytest.mark.parametrize("name", TWINS)
 def test_previous_without_its_current_twin_is_a_problem(keys: Keys, tmp_path: Path, name: str) -> None:
     env = alix_env(keys, BASE_URL)
     env[name + "_PREVIOUS"] = env.pop(name)
@@ -431,9 +465,15 @@ def test_secrets_never_appear_in_repr(keys: Keys, tmp_path: Path) -> None:
     env["ALIXPAY_WEBHOOK_SECRET_KEY_PREVIOUS"] = "whsec-partner-0000"
     env["RAMPWATCH_API_TOKEN"] = "api-token-0123456789-secret"
     s = load_settings(env, tmp_path)
-    assert s.alixpay is not None
-    texts = [repr(s), str(s), repr(s.alixpay), str(s.alixpay), repr(s.alixpay.secret_keys)]
-    texts += [repr(n) for n in (*s.alixpay.public_keys, s.alixpay.private_key)]
+    assert s.provider("alixpay") is not None
+    texts = [
+        repr(s),
+        str(s),
+        repr(s.provider("alixpay")),
+        str(s.provider("alixpay")),
+        repr(s.provider("alixpay").secret_keys),
+    ]
+    texts += [repr(n) for n in (*s.provider("alixpay").public_keys, s.provider("alixpay").private_key)]
     secrets = [
         SECRET,
         WEBHOOK_SECRET,
@@ -454,7 +494,7 @@ def test_secrets_never_appear_in_repr(keys: Keys, tmp_path: Path) -> None:
             assert secret not in text
     # The names stay visible: they are what an operator needs.
     assert "rampwatch-test" in repr(s)
-    assert "ALIXPAY_SECRET_KEY" in repr(s.alixpay.secret_keys)
+    assert "ALIXPAY_SECRET_KEY" in repr(s.provider("alixpay").secret_keys)
 
 
 @pytest.mark.parametrize(
@@ -494,11 +534,11 @@ def test_database_url_is_normalised(tmp_path: Path, given: str, expected: str) -
 def test_poll_backoff_is_parsed(keys: Keys, tmp_path: Path) -> None:
     env = alix_env(keys, BASE_URL)
     env["ALIXPAY_POLL_BACKOFF"] = "30s,1m,5m"
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.poll.backoff == (30, 60, 300)
     env["ALIXPAY_POLL_BACKOFF"] = " 10 , 2M,1h ,1d"
-    a = load_settings(env, tmp_path).alixpay
+    a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.poll.backoff == (10, 120, 3600, 86400)
 
@@ -581,20 +621,22 @@ def test_sixteen_character_api_token_is_accepted(tmp_path: Path) -> None:
 
 def test_settings_are_frozen(keys: Keys, tmp_path: Path) -> None:
     s = load_settings(alix_env(keys, BASE_URL), tmp_path)
-    assert s.alixpay is not None
+    assert s.provider("alixpay") is not None
     with pytest.raises(dataclasses.FrozenInstanceError):
         s.redis_url = "redis://elsewhere:6379/0"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        s.alixpay = None  # type: ignore[misc]
+        s.providers = {}  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        s.providers["alixpay"] = None  # type: ignore[index]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        s.alixpay.partner_code = "someone-else"  # type: ignore[misc]
+        s.provider("alixpay").partner_code = "someone-else"  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        s.alixpay.poll.horizon = 1  # type: ignore[misc]
+        s.provider("alixpay").poll.horizon = 1  # type: ignore[misc]
     with pytest.raises(dataclasses.FrozenInstanceError):
-        s.alixpay.secret_keys[0].value = "stolen"  # type: ignore[misc]
-    assert isinstance(s.alixpay.secret_keys, tuple)
-    assert isinstance(s.alixpay.public_keys, tuple)
-    assert isinstance(s.alixpay.poll.backoff, tuple)
+        s.provider("alixpay").secret_keys[0].value = "stolen"  # type: ignore[misc]
+    assert isinstance(s.provider("alixpay").secret_keys, tuple)
+    assert isinstance(s.provider("alixpay").public_keys, tuple)
+    assert isinstance(s.provider("alixpay").poll.backoff, tuple)
 
 
 def test_safe_urls_mask_passwords(tmp_path) -> None:

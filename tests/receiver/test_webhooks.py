@@ -45,7 +45,7 @@ def settings(database_url: str, redis: Redis, keys: Keys) -> Settings:
         database_url=database_url,
         redis_url=f"redis://127.0.0.1:{url['port']}/0",
         api_token="t" * 32,
-        alixpay=alix_settings(keys, "http://127.0.0.1:9"),
+        providers={"alixpay": alix_settings(keys, "http://127.0.0.1:9")},
     )
 
 
@@ -110,13 +110,15 @@ def test_partner_secret_and_rotated_key_verify_and_are_recorded(
 
     rotating = replace(
         settings,
-        alixpay=replace(
-            settings.alixpay,
-            public_keys=(
-                Named("ALIXPAY_PUBLIC_KEY", keys.alix.public),
-                Named("ALIXPAY_PUBLIC_KEY_PREVIOUS", keys.alix_old.public),
-            ),
-        ),
+        providers={
+            "alixpay": replace(
+                settings.provider("alixpay"),
+                public_keys=(
+                    Named("ALIXPAY_PUBLIC_KEY", keys.alix.public),
+                    Named("ALIXPAY_PUBLIC_KEY_PREVIOUS", keys.alix_old.public),
+                ),
+            )
+        },
     )
     store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
     client = create_app(rotating, redis=redis, store=store, adapters=build_adapters(rotating)).test_client()
@@ -183,7 +185,7 @@ def test_missing_fields_are_named(client, keys: Keys) -> None:
 def test_unknown_and_disabled_providers_are_404(settings: Settings, redis: Redis, keys: Keys) -> None:
     from dataclasses import replace
 
-    disabled = replace(settings, alixpay=None)
+    disabled = replace(settings, providers={})
     store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
     client = create_app(disabled, redis=redis, store=store, adapters=build_adapters(disabled)).test_client()
     resp = client.post("/webhooks/alixpay", data=json.dumps(ipn(keys)), content_type="application/json")

@@ -19,7 +19,7 @@ from config import Settings
 from orders.events import COVERS_ALL, Event
 from workers.clock import Clock
 from workers.queue import APPLY_JOB, EVENTS, POLLS, Queues
-from workers.runtime import Runtime
+from workers.services import Services, build_services
 from workers.worker import make_worker
 
 
@@ -30,7 +30,7 @@ def make_settings(
     return Settings(
         database_url=database_url,
         redis_url=f"redis://127.0.0.1:{port}/0",
-        alixpay=alix_settings(keys, base_url),
+        providers={"alixpay": alix_settings(keys, base_url)},
         sweep_batch=2,
         poll_lease=60,
     )
@@ -38,7 +38,7 @@ def make_settings(
 
 @pytest.fixture
 def runtime(database_url: str, redis: Redis, keys: Keys):
-    rt = Runtime.build(make_settings(database_url, redis, keys), redis=redis)
+    rt = build_services(make_settings(database_url, redis, keys), redis=redis)
     token = rt.install()
     yield rt
     token.var.reset(token)
@@ -60,11 +60,11 @@ def event(status: str, order: str = "o-1", body: str | None = None) -> Event:
     )
 
 
-def work(rt: Runtime) -> None:
+def work(rt: Services) -> None:
     make_worker(rt).work(burst=True, with_scheduler=True)
 
 
-def test_worker_applies_queued_events(runtime: Runtime) -> None:
+def test_worker_applies_queued_events(runtime: Services) -> None:
     for status in ("PAYMENT_COMPLETED", "AWAITING_PAYMENT", "SUCCESS", "SUCCESS"):
         runtime.queues.enqueue_event(event(status, body=f'{{"s":"{status}","n":{time.time_ns()}}}'))
     work(runtime)
@@ -73,7 +73,7 @@ def test_worker_applies_queued_events(runtime: Runtime) -> None:
     assert sorted(e.decision for e in order.events) == ["applied", "applied", "duplicate", "stale"]
 
 
-def test_bad_payload_goes_to_the_failed_registry_at_once(runtime: Runtime, redis: Redis) -> None:
+def test_bad_payload_goes_to_the_failed_registry_at_once(runtime: Services, redis: Redis) -> None:
     payload = {**event("SUCCESS").to_dict(), "v": 99}
     runtime.queues._enqueue_unique(runtime.queues.events, APPLY_JOB, (payload,), "event-bad", retry=None)
     work(runtime)
@@ -91,7 +91,7 @@ def test_a_failed_apply_is_retried_not_swallowed(redis: Redis, keys: Keys, tmp_p
     from orders.migrate import upgrade
 
     url = f"sqlite:///{tmp_path / 'late.sqlite3'}"
-    rt = Runtime.build(make_settings(url, redis, keys), redis=redis)
+    rt = build_services(make_settings(url, redis, keys), redis=redis)
     rt.install()
     ev = event("SUCCESS")
     job_id = rt.queues.enqueue_event(ev)
@@ -109,7 +109,7 @@ def test_a_failed_apply_is_retried_not_swallowed(redis: Redis, keys: Keys, tmp_p
     rt.store.engine.dispose()
 
 
-def test_sweep_enqueues_due_polls_once_in_bounded_batches(runtime: Runtime, redis: Redis) -> None:
+def test_sweep_enqueues_due_polls_once_in_bounded_batches(runtime: Services, redis: Redis) -> None:
     clock_now = datetime.now(UTC)
     runtime.store.apply([event("AWAITING_PAYMENT", order=f"o-{i}") for i in range(3)])
     runtime.store.apply([event("SUCCESS", order="done")])
@@ -179,7 +179,7 @@ def test_trigger_polls_are_rate_limited_per_order_and_never_dropped(redis: Redis
 
 
 def test_a_version_1_payload_still_queued_is_read_with_the_adapters_coverage(
-    runtime: Runtime, redis: Redis
+    runtime: Services, redis: Redis
 ) -> None:
     """What the previous release queued: no coverage, claims in details."""
     v1 = {
@@ -220,7 +220,7 @@ V1_FIELDS = {
 }
 
 
-def test_a_provider_that_cannot_be_reached_is_retried_and_backs_off(runtime: Runtime, redis: Redis) -> None:
+def test_a_provider_that_cannot_be_reached_is_retried_and_backs_off(runtime: Services, redis: Redis) -> None:
     """ALIXPAY_BASE_URL points at a closed port: ProviderUnavailable, not a data error."""
     runtime.store.apply([event("AWAITING_PAYMENT")])
     assert runtime.queues.enqueue_poll("alixpay", "o-1", "sweep")

@@ -26,10 +26,10 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from config import Settings, load_settings
+from config import Settings
 from orders.db import make_engine
 from orders.migrate import upgrade
-from orders.providers import STATUS_MAPS
+from orders.providers import STATUS_MAPS, load_settings
 from orders.store import Store
 from receiver import create_app
 from receiver.wsgi import app_from_env

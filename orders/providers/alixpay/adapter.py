@@ -13,7 +13,6 @@ Dedup key: ``status:<STATUS>`` per order (providers.md: AliX idempotency key is
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
@@ -21,15 +20,18 @@ from typing import Any
 import requests
 from marshmallow import Schema, ValidationError, fields, validate
 
-from config import AlixPaySettings
 from orders.errors import BadEventPayload, InvalidPayload, SignatureInvalid
 from orders.events import COVERS_ALL, Event, decimal_text, utcnow
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.client import AlixPayClient, VerifiedOrder
+from orders.providers.alixpay.settings import AlixPaySettings
 from orders.providers.alixpay.statuses import STATUS_MAP
-from orders.providers.payload import load, parse_json_object
+from orders.providers.payload import amount, load, order_hint, parse_json_object
+from orders.providers.payload import creation_event as payload_creation_event
 
 SLUG = "alixpay"
+# Kept out of the record of our creation request: they stay with AliX.
+PERSONAL_FIELDS = ("bankAccountNumber", "bankAccountName", "userEmail", "extendInfo")
 COVERS: Mapping[str, tuple[str, ...]] = {
     "callback": ("provider_status", "kind", "fiat_amount"),
     "poll": COVERS_ALL,
@@ -107,12 +109,7 @@ class AlixPayAdapter:
         return self.event_from_verified(answer, "create", fetched_at)
 
     def order_hint(self, body: bytes) -> str | None:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        hint = data.get("externalOrderId") if isinstance(data, dict) else None
-        return hint if isinstance(hint, str) and 0 < len(hint) <= 128 else None
+        return order_hint(body, "externalOrderId")
 
     def event_from_verified(self, answer: VerifiedOrder, source: str, fetched_at: datetime) -> Event:
         return self.event_from_order(
@@ -142,13 +139,13 @@ class AlixPayAdapter:
                     "wallet_address": token.get("walletAddress") or token.get("address"),
                     "network": token.get("network"),
                 }
-                crypto_amount = _amount_or_none(token.get("amount"))
+                crypto_amount = amount(token.get("amount"), "tokenTransfer.amount", strict=False)
                 crypto_currency = token.get("currency") or None
             details.update(
                 description=order.get("description") or order.get("descriptions"),
                 expires_at=order.get("expiresAt"),
                 provider_created_at=order.get("createdAt"),
-                paid_amount=_amount_or_none(order.get("paidAmount")),
+                paid_amount=amount(order.get("paidAmount"), "paidAmount", strict=False),
             )
         return Event(
             provider=SLUG,
@@ -160,7 +157,7 @@ class AlixPayAdapter:
             received_at=received_at.isoformat(),
             verified_by=verified_by,
             kind=order.get("type") or None,
-            fiat_amount=decimal_text(signing.js_number(order.get("fiatAmount"))),
+            fiat_amount=amount(order.get("fiatAmount"), "fiatAmount", strict=source == "callback"),
             crypto_amount=crypto_amount,
             crypto_currency=crypto_currency,
             details={k: v for k, v in details.items() if v not in (None, "")},
@@ -171,15 +168,6 @@ class AlixPayAdapter:
             if source == "callback"
             else None,
         )
-
-
-def _amount_or_none(value: Any) -> str | None:
-    if value in (None, "", 0):
-        return None
-    try:
-        return decimal_text(signing.js_number(value))
-    except (BadEventPayload, TypeError):
-        return None
 
 
 class SellOrderSchema(Schema):
@@ -227,18 +215,14 @@ def validate_create(request: Mapping[str, Any]) -> dict[str, Any]:
 
 def creation_event(request: Mapping[str, Any], received_at: datetime) -> Event:
     """The record of our own creation request (no provider status yet)."""
-    kind = request.get("kind", "sell")
-    return Event(
-        provider=SLUG,
+    return payload_creation_event(
+        SLUG,
+        request,
+        received_at,
         external_order_id=request["externalOrderId"],
-        provider_status=None,
-        source="create",
-        dedup_key="create",
-        raw_body=json.dumps(dict(request), separators=(",", ":"), ensure_ascii=False, sort_keys=True),
-        received_at=received_at.isoformat(),
-        kind=kind,
-        fiat_amount=decimal_text(signing.js_number(request.get("fiatAmount"))),
+        kind=request.get("kind", "sell"),
+        personal=PERSONAL_FIELDS,
+        fiat_amount=amount(request.get("fiatAmount"), "fiatAmount"),
         fiat_currency=request.get("fiatCurrency"),
         crypto_currency=request.get("currency") or request.get("cryptoCurrency"),
-        covers=COVERS_ALL,  # our own request
     )

@@ -4,10 +4,10 @@ Every request is signed with our private key over the documented pipe-joined
 fields plus ``ALIXPAY_SECRET_KEY``; every answer is verified with AliX's public
 key before anything in it is believed. Both answer shapes are handled: the bare
 order object of the docs and the ``{success, message, data, errorCode}`` envelope
-of the public SDK (doc bug A-13). Errors become named exceptions:
-``ProviderUnavailable`` (timeout, connection, 5xx, 429: retry later),
-``ProviderRejected`` (4xx, ``success: false``: do not retry as is),
-``ProviderResponseInvalid`` (unreadable, or the signature does not verify).
+of the public SDK (doc bug A-13). Errors become named exceptions as for every provider (``orders.providers.transport``),
+plus ``ProviderRejected`` for an envelope with ``success: false`` and
+``ProviderResponseInvalid`` when an answer is unreadable or its signature does
+not verify.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ from typing import Any
 
 import requests
 
-from config import AlixPaySettings
-from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
+from orders.errors import ProviderRejected, ProviderResponseInvalid
+from orders.providers import transport
 from orders.providers.alixpay import signing
+from orders.providers.alixpay.settings import AlixPaySettings
 
 DETAILS_PATH = "/api/v2/orders/details"
 SELL_ORDER_PATH = "/api/v2/on-off-ramp/create-sell-order"
@@ -102,39 +103,21 @@ class AlixPayClient:
     # -- transport
 
     def _post(self, path: str, body: dict[str, Any]) -> VerifiedOrder:
-        url = self.settings.base_url + path
+        what = f"alixpay {path}"
         data = json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-        try:
-            resp = self.session.post(
-                url,
-                data=data,
-                headers={"Content-Type": "application/json", "lang": "en"},
-                timeout=self.settings.timeout,
-            )
-        except requests.Timeout as exc:
-            raise ProviderUnavailable(f"alixpay {path}: timed out") from exc
-        except requests.RequestException as exc:
-            raise ProviderUnavailable(f"alixpay {path}: {type(exc).__name__}") from exc
-        if resp.status_code in (408, 429) or resp.status_code >= 500:
-            raise ProviderUnavailable(f"alixpay {path}: HTTP {resp.status_code}", status=resp.status_code)
-        try:
-            answer = resp.json()
-        except ValueError as exc:
-            if resp.status_code >= 400:
-                raise ProviderRejected(
-                    f"alixpay {path}: HTTP {resp.status_code}", status=resp.status_code
-                ) from exc
-            raise ProviderResponseInvalid(
-                f"alixpay {path}: answer is not JSON", status=resp.status_code
-            ) from exc
-        if resp.status_code >= 400:
-            raise ProviderRejected(
-                f"alixpay {path}: HTTP {resp.status_code}: {_message(answer)}", status=resp.status_code
-            )
-        order = self._unwrap(path, answer, resp.status_code)
+        request = requests.Request(
+            "POST",
+            self.settings.base_url + path,
+            data=data,
+            headers={"Content-Type": "application/json", "lang": "en"},
+        )
+        resp = transport.send(
+            self.session, request, what=what, timeout=self.settings.timeout, describe=_describe
+        )
+        order = self._unwrap(path, transport.json_answer(what, resp), resp.status_code)
         verified_by = self.verify(order)
         if verified_by is None:
-            raise ProviderResponseInvalid(f"alixpay {path}: response signature does not verify")
+            raise ProviderResponseInvalid(f"{what}: response signature does not verify")
         return VerifiedOrder(body=order, raw=resp.text, verified_by=verified_by)
 
     @staticmethod
@@ -172,9 +155,12 @@ class AlixPayClient:
         return verified
 
 
+def _describe(resp: requests.Response) -> tuple[str | None, str]:
+    """AliX's error answer: ``errorCode`` and ``message``."""
+    body = transport.json_body(resp)
+    code = body.get("errorCode") if isinstance(body, dict) else None
+    return (None if code is None else str(code)), transport.message_of(body)
+
+
 def _message(answer: Any) -> str:
-    if isinstance(answer, dict):
-        for key in ("message", "error", "errorMessage"):
-            if isinstance(answer.get(key), str):
-                return answer[key][:200]
-    return "no message"
+    return transport.message_of(answer) or "no message"

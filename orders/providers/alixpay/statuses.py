@@ -1,8 +1,9 @@
 """AliX Pay statuses placed in the canonical lifecycle (DESIGN.md, providers.md 1.5).
 
 PAYMENT_COMPLETED and PROCESSING_TOKEN_TRANSFER share a rank: their real order
-is unconfirmed (doc bug A-4), so whichever arrives first stands and the other is
-recorded as stale; both mean PROCESSING. FAIL appears only in the cash-out table.
+is unconfirmed (doc bug A-4). Both mean PROCESSING; of the two, the order shows
+the one listed later here once it has seen it, whichever arrived first
+(``orders.plan.resolve``). FAIL appears only in the cash-out table.
 """
 
 from orders.states import Status, StatusMap

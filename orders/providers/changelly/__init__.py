@@ -7,3 +7,12 @@ errors. ``adapter``: callbacks as triggers, polls and backfills as the truth,
 order creation. ``sandbox``: a loopback fake of the API for tests and dev runs.
 Facts and doc bugs (C-1..C-9): ``reference/providers.md`` section 3.
 """
+
+from orders.providers.base import Provider
+from orders.providers.changelly.adapter import ChangellyAdapter
+from orders.providers.changelly.settings import ChangellySettings
+from orders.providers.changelly.statuses import STATUS_MAP
+
+PROVIDER = Provider(
+    slug="changelly", adapter=ChangellyAdapter, status_map=STATUS_MAP, settings=ChangellySettings
+)

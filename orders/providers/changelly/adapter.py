@@ -36,13 +36,12 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import requests
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
-from config import ChangellySettings
 from orders.errors import (
     BadEventPayload,
     InvalidPayload,
@@ -53,10 +52,14 @@ from orders.errors import (
 from orders.events import COVERS_ALL, Event, decimal_text, utcnow
 from orders.providers.changelly import signing
 from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH, ChangellyClient
+from orders.providers.changelly.settings import ChangellySettings
 from orders.providers.changelly.statuses import STATUS_MAP
-from orders.providers.payload import load, parse_json_object
+from orders.providers.payload import amount, load, order_hint, parse_json_object
+from orders.providers.payload import creation_event as payload_creation_event
 
 SLUG = "changelly"
+# Kept out of the record of our creation request: they stay with Changelly.
+PERSONAL_FIELDS = ("ip", "userAgent", "refundAddress")
 POLL_VERIFIED_BY = "CHANGELLY_API_KEY:request"
 MAX_ID = 128
 MAX_BACKFILL_PAGES = 1000
@@ -135,12 +138,7 @@ class ChangellyAdapter:
         )
 
     def order_hint(self, body: bytes) -> str | None:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        hint = data.get("externalOrderId") if isinstance(data, dict) else None
-        return hint if _is_id(hint) else None
+        return order_hint(body, "externalOrderId")
 
     # -- polling
 
@@ -222,11 +220,13 @@ class ChangellyAdapter:
         if kind == "sell":
             fiat_currency = order.get("payoutCurrency") or order.get("currencyTo")
             amounts = {
-                "crypto_amount": _amount(order.get("amountFrom")),
+                "crypto_amount": amount(order.get("amountFrom"), "amountFrom", strict=False),
                 "crypto_currency": _text(order.get("currencyFrom")),
                 # The payout is final only once complete (a quote may move before):
                 # an earlier figure would raise false amount_mismatch anomalies.
-                "fiat_amount": _amount(order.get("payoutAmount")) if status == "complete" else None,
+                "fiat_amount": amount(order.get("payoutAmount"), "payoutAmount", strict=False)
+                if status == "complete"
+                else None,
                 "fiat_currency": _text(fiat_currency),
             }
         details = {
@@ -367,19 +367,16 @@ def validate_create(request: Mapping[str, Any]) -> dict[str, Any]:
 
 def creation_event(request: Mapping[str, Any], received_at: datetime) -> Event:
     """The record of our own creation request (no provider status yet)."""
-    return Event(
-        provider=SLUG,
+    return payload_creation_event(
+        SLUG,
+        request,
+        received_at,
         external_order_id=request["externalOrderId"],
-        provider_status=None,
-        source="create",
-        dedup_key="create",
-        raw_body=json.dumps(dict(request), separators=(",", ":"), ensure_ascii=False, sort_keys=True),
-        received_at=received_at.isoformat(),
         kind="sell",
-        crypto_amount=decimal_text(request.get("amountFrom")),
+        personal=PERSONAL_FIELDS,
+        crypto_amount=amount(request.get("amountFrom"), "amountFrom"),
         crypto_currency=request.get("currencyFrom"),
         fiat_currency=request.get("currencyTo"),
-        covers=COVERS_ALL,  # our own request
     )
 
 
@@ -405,18 +402,6 @@ def _is_id(value: Any) -> bool:
 
 def _text(value: Any) -> str | None:
     return value if isinstance(value, str) and value else None
-
-
-def _amount(value: Any) -> str | None:
-    """A non-zero amount as a decimal string; None when absent, zero or unreadable
-    (an odd amount must not stop a status from being applied)."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        text = decimal_text(value.strip() if isinstance(value, str) else value)
-    except (BadEventPayload, InvalidOperation):
-        return None
-    return None if text in (None, "0") else text
 
 
 def _safe(value: Any) -> str:

@@ -7,32 +7,28 @@ bug C-6), and the body is serialised once and sent as those bytes. Answers are
 not signed by Changelly; they are believed because they come over TLS in answer
 to our authenticated request.
 
-Error policy (each becomes a named exception; messages never hold keys or
-signatures): Changelly's error body ``{errorType, errorMessage, errorDetails}``
-on a 4xx -> ``ProviderRejected`` with ``code=errorType`` (do not retry as is);
-429 -> ``ChangellyRateLimited``, a ``ProviderUnavailable`` carrying the
-``Retry-After`` seconds; 408, 5xx, timeouts and connection failures ->
-``ProviderUnavailable`` (retry later); a 2xx that is not the JSON expected ->
-``ProviderResponseInvalid``.
+Errors become named exceptions as for every provider
+(``orders.providers.transport``; messages never hold keys or signatures), with
+Changelly's error body ``{errorType, errorMessage, errorDetails}`` read for the
+message and ``code=errorType``; 429 is ``ProviderRateLimited`` with the
+``Retry-After`` seconds.
 """
 
 from __future__ import annotations
 
-import email.utils
 import json
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlencode
 
 import requests
 
-from config import ChangellySettings
-from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
+from orders.errors import ProviderResponseInvalid
+from orders.providers import transport
 from orders.providers.changelly import signing
+from orders.providers.changelly.settings import ChangellySettings
 
 ORDERS_PATH = "/v1/orders"
 SELL_ORDERS_PATH = "/v1/sell/orders"
@@ -40,14 +36,6 @@ MAX_LIMIT = 100  # GET /v1/orders: limit 1..100
 MAX_RETRY_AFTER = 3600.0
 
 log = logging.getLogger("rampwatch.providers.changelly")
-
-
-class ChangellyRateLimited(ProviderUnavailable):
-    """HTTP 429: ``retry_after`` is the seconds Changelly asked us to wait (None when unsaid)."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = 429):
-        self.retry_after = retry_after
-        super().__init__(message, status=status, code="tooManyRequests")
 
 
 @dataclass(frozen=True)
@@ -116,32 +104,10 @@ class ChangellyClient:
         prepared.headers[signing.SIGNATURE_HEADER] = signing.sign_request(
             sent_url, data, self.settings.private_key.value
         )
-        send = self.session.merge_environment_settings(sent_url, {}, None, None, None)
-        try:
-            resp = self.session.send(prepared, timeout=self.settings.timeout, allow_redirects=False, **send)
-        except requests.Timeout as exc:
-            raise ProviderUnavailable(f"{what}: timed out", code="timeout") from exc
-        except requests.RequestException as exc:
-            raise ProviderUnavailable(f"{what}: {type(exc).__name__}") from exc
-        return self._answer(what, resp)
-
-    @staticmethod
-    def _answer(what: str, resp: requests.Response) -> Answer:
-        status = resp.status_code
-        error = _error_body(resp)
-        if status == 429:
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            raise ChangellyRateLimited(f"{what}: HTTP 429 tooManyRequests", retry_after=retry_after)
-        if status == 408 or status >= 500:
-            code = error[0] if error else None
-            raise ProviderUnavailable(f"{what}: HTTP {status}{_describe(error)}", status=status, code=code)
-        if status >= 300:
-            code = error[0] if error else None
-            raise ProviderRejected(f"{what}: HTTP {status}{_describe(error)}", status=status, code=code)
-        try:
-            data = json.loads(resp.content.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ProviderResponseInvalid(f"{what}: answer is not UTF-8 JSON", status=status) from exc
+        resp = transport.send(
+            self.session, prepared, what=what, timeout=self.settings.timeout, describe=_describe_error
+        )
+        data = transport.json_answer(what, resp)
         return Answer(data=data, raw=resp.content.decode("utf-8"))
 
 
@@ -166,26 +132,6 @@ def parse_orders_page(answer: Answer) -> OrdersPage:
     return OrdersPage(orders=orders, total=total, raw=answer.raw)
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """``Retry-After`` in seconds (delta-seconds or an HTTP date), capped at an hour; None if unreadable."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    try:
-        seconds = float(text)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(text)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return min(max(seconds, 0.0), MAX_RETRY_AFTER)
-
-
 def _error_body(resp: requests.Response) -> tuple[str, str, str] | None:
     """(errorType, errorMessage, details) of Changelly's error schema, or None."""
     try:
@@ -208,12 +154,14 @@ def _error_body(resp: requests.Response) -> tuple[str, str, str] | None:
     )
 
 
-def _describe(error: tuple[str, str, str] | None) -> str:
+def _describe_error(resp: requests.Response) -> tuple[str | None, str]:
+    """Changelly's error schema as (errorType, "errorType: errorMessage (details)")."""
+    error = _error_body(resp)
     if error is None:
-        return ""
+        return None, ""
     kind, message, details = error
-    out = f" {kind}: {message or 'no message'}"
-    return out + f" ({details})" if details else out
+    text = f"{kind}: {message or 'no message'}"
+    return kind, f"{text} ({details})" if details else text
 
 
 def _short(value: Any, limit: int = 200) -> str:

@@ -6,3 +6,10 @@ SHA-512 recipes (the real one is unpublished, doc bug F-7: a setting, with an
 InitiateSellOrder and the signing oracle; ``adapter`` turns callbacks and polls
 into Events; ``sandbox`` is a real HTTP fake of Axis for tests and development.
 """
+
+from orders.providers.base import Provider
+from orders.providers.fuspay.adapter import FuspayAdapter
+from orders.providers.fuspay.settings import FuspaySettings
+from orders.providers.fuspay.statuses import STATUS_MAP
+
+PROVIDER = Provider(slug="fuspay", adapter=FuspayAdapter, status_map=STATUS_MAP, settings=FuspaySettings)

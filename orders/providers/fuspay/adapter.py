@@ -37,20 +37,18 @@ from typing import Any
 import requests
 from marshmallow import Schema, ValidationError, fields, validate
 
-from config import FuspaySettings
 from orders.errors import (
-    BadEventPayload,
-    InvalidPayload,
     ProviderRejected,
     ProviderResponseInvalid,
     SignatureInvalid,
 )
-from orders.events import COVERS_ALL, Event, decimal_text, utcnow
+from orders.events import COVERS_ALL, Event, utcnow
 from orders.providers.fuspay import signing
 from orders.providers.fuspay.client import GET_ORDER_PATH, Answer, FuspayClient
+from orders.providers.fuspay.settings import FuspaySettings
 from orders.providers.fuspay.statuses import STATUS_MAP
-from orders.providers.jsformat import js_number
-from orders.providers.payload import load, parse_json_object
+from orders.providers.payload import amount, load, order_hint, parse_json_object
+from orders.providers.payload import creation_event as payload_creation_event
 
 SLUG = "fuspay"
 COVERS: Mapping[str, tuple[str, ...]] = {"callback": COVERS_ALL, "poll": COVERS_ALL, "create": COVERS_ALL}
@@ -110,15 +108,11 @@ def kind_of(event_name: str) -> str | None:
     return None
 
 
-def _amount(data: Mapping[str, Any], *names: str) -> str | None:
+def _amount(data: Mapping[str, Any], *names: str, strict: bool) -> str | None:
+    """The first of ``names`` present in ``data``, as an amount (``payload.amount``)."""
     for name in names:
-        value = data.get(name)
-        if value is None or value == "":
-            continue
-        try:
-            return decimal_text(js_number(value))
-        except (TypeError, BadEventPayload) as exc:
-            raise InvalidPayload(f"{name} is not an amount", [name]) from exc
+        if data.get(name) not in (None, ""):
+            return amount(data.get(name), name, strict=strict)
     return None
 
 
@@ -169,9 +163,13 @@ def event_from_body(
         verified_by=verified_by,
         provider_order_id=_text(data.get("fuspay_order_ref")),
         kind=kind,
-        fiat_amount=_amount(data, "fiat_amount_to_receive", "fiat_amount_to_pay"),
+        fiat_amount=_amount(
+            data, "fiat_amount_to_receive", "fiat_amount_to_pay", strict=source == "callback"
+        ),
         fiat_currency=_text(data.get("fiat_currency")),
-        crypto_amount=_amount(data, "crypto_amount_to_sell", "crypto_amount_to_receive"),
+        crypto_amount=_amount(
+            data, "crypto_amount_to_sell", "crypto_amount_to_receive", strict=source == "callback"
+        ),
         crypto_currency=crypto_currency(data.get("chain")),
         details={k: v for k, v in details.items() if v is not None},
         covers=COVERS[source],
@@ -274,14 +272,7 @@ class FuspayAdapter:
         return signing.verify(body, signature, keys, recipe)
 
     def order_hint(self, body: bytes) -> str | None:
-        try:
-            data = json.loads(body)
-        except (ValueError, UnicodeDecodeError):
-            return None
-        hint = data.get("partner_order_id") if isinstance(data, dict) else None
-        if isinstance(hint, str) and 0 < len(hint) <= MAX_ID and hint.isprintable() and hint.strip() == hint:
-            return hint
-        return None
+        return order_hint(body, "partner_order_id")
 
     # -- polling
 
@@ -358,20 +349,16 @@ class FuspayAdapter:
 
     def creation_event(self, request: Mapping[str, Any], received_at: datetime) -> Event:
         """The record of our own creation request (no provider status; no personal data)."""
-        kept = {k: v for k, v in request.items() if k not in PERSONAL_FIELDS}
-        return Event(
-            provider=SLUG,
+        return payload_creation_event(
+            SLUG,
+            request,
+            received_at,
             external_order_id=request["partner_order_id"],
-            provider_status=None,
-            source="create",
-            dedup_key="create",
-            raw_body=json.dumps(kept, separators=(",", ":"), ensure_ascii=False, sort_keys=True),
-            received_at=received_at.isoformat(),
             kind="sell",
+            personal=PERSONAL_FIELDS,
             fiat_currency=request.get("fiat_currency_to_receive"),
-            crypto_amount=decimal_text(request.get("crypto_amount")),
+            crypto_amount=amount(request.get("crypto_amount"), "crypto_amount"),
             crypto_currency=crypto_currency(request.get("chain")),
-            covers=COVERS_ALL,  # our own request
         )
 
     def submit_create(self, request: Mapping[str, Any]) -> Event | None:

@@ -3,12 +3,10 @@ and the signing oracle.
 
 Every request carries ``Authorization: Bearer <FUSPAY_SECRET_KEY>`` and
 ``x-partner-id`` (providers.md 2.1; the public-key bearer of other Fuspay products,
-doc bug F-8, is not used) and a timeout. Fuspay's answers are not signed: what
-vouches for them is the authenticated TLS request. Errors become named exceptions:
-``ProviderUnavailable`` (timeout, connection, 5xx, 429, 408: retry later),
-``ProviderRejected`` (400 ``{error: true, message}``, 401, 403, 404,
-``success: false``: do not retry as is), ``ProviderResponseInvalid`` (unreadable).
-No message ever carries a key.
+doc bug F-8, is not used). Fuspay's answers are not signed: what vouches for
+them is the authenticated TLS request. Errors become named exceptions as for
+every provider (``orders.providers.transport``), plus ``ProviderRejected`` for a
+2xx ``{error: true}`` or ``success: false``. No message ever carries a key.
 """
 
 from __future__ import annotations
@@ -20,9 +18,11 @@ from typing import Any
 
 import requests
 
-from config import FuspaySettings, Named
+from config import Named
 from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
+from orders.providers import transport
 from orders.providers.fuspay import signing
+from orders.providers.fuspay.settings import FuspaySettings
 from orders.providers.jsformat import js_stringify
 
 GET_ORDER_PATH = "/Axis/GetOrder/"
@@ -99,42 +99,22 @@ class FuspayClient:
         if body is not None:
             headers["Content-Type"] = "application/json"
             data = js_stringify(dict(body)).encode("utf-8")
-        try:
-            resp = self.session.request(
-                method,
-                s.base_url + path,
-                params=params,
-                data=data,
-                headers=headers,
-                timeout=s.timeout,
-                allow_redirects=False,
-            )
-        except requests.Timeout as exc:
-            raise ProviderUnavailable(f"fuspay {path}: timed out") from exc
-        except requests.RequestException as exc:
-            raise ProviderUnavailable(f"fuspay {path}: {type(exc).__name__}") from exc
-        status = resp.status_code
-        if status in (408, 429) or status >= 500:
-            raise ProviderUnavailable(f"fuspay {path}: HTTP {status}", status=status)
-        try:
-            answer = resp.json()
-        except ValueError as exc:
-            if status >= 300:
-                raise ProviderRejected(f"fuspay {path}: HTTP {status}", status=status) from exc
-            raise ProviderResponseInvalid(f"fuspay {path}: answer is not JSON", status=status) from exc
-        if status >= 300:
-            raise ProviderRejected(f"fuspay {path}: HTTP {status}: {self._message(answer)}", status=status)
+        what = f"fuspay {path}"
+        request = requests.Request(method, s.base_url + path, params=params, data=data, headers=headers)
+        resp = transport.send(self.session, request, what=what, timeout=s.timeout, describe=self._describe)
+        answer = transport.json_answer(what, resp)
         if isinstance(answer, dict) and (answer.get("error") is True or answer.get("success") is False):
-            raise ProviderRejected(f"fuspay {path}: {self._message(answer)}", status=status)
+            raise ProviderRejected(f"{what}: {self._message(answer)}", status=resp.status_code)
         return Answer(body=answer, raw=resp.text)
 
+    def _describe(self, resp: requests.Response) -> tuple[str | None, str]:
+        return None, self._redact(transport.message_of(transport.json_body(resp)))
+
     def _message(self, answer: Any) -> str:
-        text = "no message"
-        if isinstance(answer, dict):
-            for key in ("message", "error", "errorMessage"):
-                if isinstance(answer.get(key), str) and answer[key]:
-                    text = answer[key][:200]
-                    break
+        return self._redact(transport.message_of(answer) or "no message")
+
+    def _redact(self, text: str) -> str:
+        """``text`` without our keys (a provider may echo what it was sent)."""
         for named in (*self.settings.secret_keys, *self.settings.public_keys):
             if named.value:
                 text = text.replace(named.value, "***")

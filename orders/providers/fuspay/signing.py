@@ -20,7 +20,8 @@ import hmac
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from config import FuspaySettings, Named
+from config import Named
+from orders.providers.fuspay.settings import FuspaySettings
 from orders.providers.jsformat import js_stringify
 
 HMAC_SHA512 = "hmac-sha512"

@@ -18,14 +18,16 @@ def test_registered_adapters_conform(slug: str, keys: Keys) -> None:
     settings = Settings(
         database_url="sqlite://",
         redis_url="redis://x",
-        alixpay=alix_settings(keys, "http://127.0.0.1:9"),
-        changelly=changelly_settings(keys, "http://127.0.0.1:9"),
-        fuspay=fuspay_settings("http://127.0.0.1:9"),
+        providers={
+            "alixpay": alix_settings(keys, "http://127.0.0.1:9"),
+            "changelly": changelly_settings(keys, "http://127.0.0.1:9"),
+            "fuspay": fuspay_settings("http://127.0.0.1:9"),
+        },
     )
     adapter = build_adapters(settings)[slug]
     assert isinstance(adapter, ProviderAdapter)
     assert adapter.slug == slug
-    assert adapter.status_map is STATUS_MAPS[slug]
+    assert adapter.status_map is STATUS_MAPS[slug] is PROVIDERS[slug].status_map
     for name in ("parse_callback", "poll", "order_hint"):
         expected = list(inspect.signature(getattr(ProviderAdapter, name)).parameters)[1:]
         assert list(inspect.signature(getattr(adapter, name)).parameters) == expected, name

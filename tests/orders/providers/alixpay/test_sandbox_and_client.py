@@ -21,11 +21,12 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from recorders import CallbackRecorder
 
-from config import AlixPaySettings, Named
+from config import Named
 from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.client import AlixPayClient
 from orders.providers.alixpay.sandbox import AlixSandbox
+from orders.providers.alixpay.settings import AlixPaySettings
 
 PARTNER = "rampwatch-test"
 SECRET = "partner-api-secret"

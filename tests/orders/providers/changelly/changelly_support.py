@@ -20,7 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from recorders import CallbackRecorder, Loopback
 
-from config import ChangellySettings, Named, PollPolicy
+from config import Named, PollPolicy
+from orders.providers.changelly.settings import ChangellySettings
 
 FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "changelly"
 API_KEY = "changelly-test-api-key"

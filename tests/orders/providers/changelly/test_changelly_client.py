@@ -16,14 +16,15 @@ import pytest
 import requests
 from changelly_support import API_KEY, Canned, Receiver, keys, settings
 
-from config import Named, load_settings
+from config import Named
 from orders.db import make_engine
-from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
-from orders.providers import STATUS_MAPS
+from orders.errors import ProviderRateLimited, ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
+from orders.providers import STATUS_MAPS, load_settings
 from orders.providers.changelly import signing
 from orders.providers.changelly.adapter import ChangellyAdapter
-from orders.providers.changelly.client import ChangellyClient, ChangellyRateLimited, parse_retry_after
+from orders.providers.changelly.client import ChangellyClient
 from orders.providers.changelly.sandbox import ChangellySandbox
+from orders.providers.transport import parse_retry_after
 from orders.service import create_order
 from orders.states import Status
 from orders.store import Store
@@ -206,7 +207,7 @@ def test_settings_from_the_environment_with_base64_pkcs1_keys(sandbox: Changelly
         "CHANGELLY_BASE_URL": sandbox.url,
         "CHANGELLY_TIMEOUT": "3",
     }
-    loaded = load_settings(env).changelly
+    loaded = load_settings(env).provider("changelly")
     assert loaded is not None
     sandbox.create_order("o-env")
     assert ChangellyAdapter(loaded).poll("o-env").provider_status == "created"
@@ -231,7 +232,7 @@ def test_rate_limited_calls_say_when_to_retry(sandbox: ChangellySandbox) -> None
     sandbox.set_switches(rate_limit=2, retry_after=7)
     adapter = ChangellyAdapter(settings(sandbox.url))
     for _ in range(2):
-        with pytest.raises(ChangellyRateLimited) as exc:
+        with pytest.raises(ProviderRateLimited) as exc:
             adapter.poll("o-1")
         assert isinstance(exc.value, ProviderUnavailable)
         assert (exc.value.status, exc.value.code, exc.value.retry_after) == (429, "tooManyRequests", 7.0)
@@ -242,7 +243,7 @@ def test_rate_limited_calls_say_when_to_retry(sandbox: ChangellySandbox) -> None
 def test_retry_after_as_an_http_date(canned: Canned) -> None:
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
     canned.reply = (429, b"", {"Retry-After": later})
-    with pytest.raises(ChangellyRateLimited) as exc:
+    with pytest.raises(ProviderRateLimited) as exc:
         ChangellyAdapter(settings(canned.base)).poll("o-1")
     assert exc.value.retry_after is not None and 100 < exc.value.retry_after <= 120
     assert parse_retry_after(None) is None and parse_retry_after("soon") is None

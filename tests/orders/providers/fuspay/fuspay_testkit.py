@@ -11,9 +11,10 @@ from typing import Any
 import pytest
 from recorders import CallbackRecorder
 
-from config import FuspaySettings, Named, PollPolicy
+from config import Named, PollPolicy
 from orders.providers.fuspay import signing
 from orders.providers.fuspay.sandbox import FuspaySandbox
+from orders.providers.fuspay.settings import FuspaySettings
 from orders.providers.jsformat import js_stringify
 
 PARTNER = "p176517"

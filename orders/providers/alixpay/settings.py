@@ -1,0 +1,57 @@
+"""AliX Pay settings: which variables configure the provider, read by ``config``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+
+from config import Named, PollPolicy, poll_setting, setting
+
+
+@dataclass(frozen=True)
+class AlixPaySettings:
+    prefix: ClassVar[str] = "ALIXPAY_"
+    label: ClassVar[str] = "AliX Pay"
+
+    partner_code: str = setting("PARTNER_CODE", required=True, description="AliX partner code")
+    # Ends every string we sign; one candidate for the IPN/response string (doc bug A-3).
+    secret_keys: tuple[Named[str], ...] = setting(
+        "SECRET_KEY",
+        required=True,
+        secret=True,
+        rotation=True,
+        description="partner API secret: ends every string we sign; a candidate for the IPN string",
+    )
+    # The other candidate for the IPN/response string, and sent as webhookSecretKey.
+    webhook_secret_keys: tuple[Named[str], ...] = setting(
+        "WEBHOOK_SECRET_KEY",
+        required=True,
+        secret=True,
+        rotation=True,
+        description="sent as webhookSecretKey on creation; the other candidate for the IPN string",
+    )
+    private_key: Named[RSAPrivateKey] = setting(
+        "PRIVATE_KEY", "private_key", required=True, description="our RSA private key: signs requests"
+    )
+    public_keys: tuple[Named[RSAPublicKey], ...] = setting(
+        "PUBLIC_KEY",
+        "public_key",
+        required=True,
+        rotation=True,
+        description="AliX's RSA public key: verifies IPNs and answers",
+    )
+    base_url: str = setting("BASE_URL", "url", required=True, description="e.g. https://sandbox.alixpay.com")
+    poll: PollPolicy = poll_setting()
+    timeout: float = setting(
+        "TIMEOUT", "number", minimum=0.1, default=10.0, description="seconds, every AliX call"
+    )
+
+    @property
+    def secret_key(self) -> str:
+        return self.secret_keys[0].value
+
+    @property
+    def webhook_secret_key(self) -> str:
+        return self.webhook_secret_keys[0].value if self.webhook_secret_keys else ""

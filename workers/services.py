@@ -1,0 +1,80 @@
+"""The collaborators of a process, built by one function for the web app, the workers and the CLI.
+
+``build_services(settings)`` makes the Redis client, the order store, the
+adapters of the enabled providers and the queues, once per process; the web
+app keeps them on the Flask app, a worker installs them (``Services.install``)
+so that jobs, which RQ calls by name with JSON arguments only, read them with
+``current()``. Tests pass their own collaborators in. Nothing is built at
+import time.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+import requests
+from redis import Redis
+
+from config import Settings
+from orders.db import make_engine
+from orders.errors import ProviderDisabled
+from orders.providers import STATUS_MAPS, build_adapters, poll_policies
+from orders.providers.base import ProviderAdapter
+from orders.store import Store
+from workers.queue import Queues, connect
+
+_CURRENT: contextvars.ContextVar[Services] = contextvars.ContextVar("rampwatch_services")
+
+WEB_REDIS_TIMEOUT = 2.0  # a webhook answers 503 promptly when Redis is down
+WORKER_REDIS_TIMEOUT = 10.0  # workers block on dequeue; RQ sets its own read timeouts there
+
+
+class NoServices(RuntimeError):
+    """A job ran in a process that did not install its Services."""
+
+
+@dataclass
+class Services:
+    settings: Settings
+    redis: Redis
+    store: Store
+    adapters: dict[str, ProviderAdapter]
+    queues: Queues
+
+    def install(self) -> contextvars.Token[Services]:
+        """Make these the services ``current()`` returns in this context (a worker, the CLI)."""
+        return _CURRENT.set(self)
+
+    def adapter(self, provider: str) -> ProviderAdapter:
+        try:
+            return self.adapters[provider]
+        except KeyError:
+            raise ProviderDisabled(f"provider {provider} is not configured") from None
+
+    def close(self) -> None:
+        self.store.engine.dispose()
+        self.redis.close()
+
+
+def build_services(
+    settings: Settings,
+    *,
+    redis: Redis | None = None,
+    store: Store | None = None,
+    adapters: dict[str, ProviderAdapter] | None = None,
+    redis_timeout: float = WEB_REDIS_TIMEOUT,
+) -> Services:
+    """Every collaborator from ``settings``; any of them may be passed in instead."""
+    redis = redis or connect(settings.redis_url, timeout=redis_timeout, tls_verify=settings.redis_tls_verify)
+    store = store or Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
+    if adapters is None:
+        adapters = build_adapters(settings, requests.Session())
+    return Services(settings, redis, store, adapters, Queues(redis))
+
+
+def current() -> Services:
+    try:
+        return _CURRENT.get()
+    except LookupError:
+        raise NoServices("no rampwatch Services are installed in this process") from None
