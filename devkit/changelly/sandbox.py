@@ -28,7 +28,7 @@ switches, ``deliveries`` and ``truth()``; the Python API also accepts the
 order when the call names one order). Nothing personal (IP, user agent,
 addresses) is logged. A control API under ``/sandbox/`` mirrors the Python API.
 
-Run it: ``python -m orders.providers.changelly.sandbox --help``.
+Run it: ``python -m devkit.changelly.sandbox --help``.
 """
 
 from __future__ import annotations
@@ -50,9 +50,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from orders.providers.changelly import signing
-from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH
-from orders.providers.sandboxkit import (
+from devkit.kit import (
     Reply,
     Request,
     SandboxKit,
@@ -64,6 +62,8 @@ from orders.providers.sandboxkit import (
     parse_object,
     run_cli,
 )
+from orders.providers.changelly import signing
+from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH
 
 STATUSES = ("created", "pending", "hold", "complete", "failed", "refunded", "expired")
 INITIAL_STATUS = "created"

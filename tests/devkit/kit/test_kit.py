@@ -10,7 +10,7 @@ import pytest
 import requests
 from fuspay_testkit import Receiver
 
-from orders.providers.sandboxkit import (
+from devkit.kit import (
     MAX_BODY,
     Reply,
     Request,

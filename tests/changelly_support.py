@@ -22,7 +22,7 @@ from recorders import CallbackRecorder, Loopback
 
 from config import ChangellySettings, Named, PollPolicy
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "changelly"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "changelly"
 API_KEY = "changelly-test-api-key"
 
 

@@ -23,7 +23,7 @@ doc bug F-10). Fault switches (the kit's, plus ``detail_delay`` and
 ``detail_fail`` for GetOrder and FetchTransferStatus) work globally or per order.
 Personal data is never logged.
 
-Run it: ``python -m orders.providers.fuspay.sandbox --help``.
+Run it: ``python -m devkit.fuspay.sandbox --help``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from orders.providers.fuspay import signing
-from orders.providers.fuspay.client import GET_ORDER_PATH, ORACLE_PATH, SELL_ORDER_PATH, TRANSFER_STATUS_PATH
-from orders.providers.jsformat import js_stringify
-from orders.providers.sandboxkit import (
+from devkit.kit import (
     Reply,
     Request,
     SandboxKit,
@@ -50,6 +47,9 @@ from orders.providers.sandboxkit import (
     parse_object,
     run_cli,
 )
+from orders.providers.fuspay import signing
+from orders.providers.fuspay.client import GET_ORDER_PATH, ORACLE_PATH, SELL_ORDER_PATH, TRANSFER_STATUS_PATH
+from orders.providers.jsformat import js_stringify
 
 SELL_EVENTS = (
     "event.sell.init",

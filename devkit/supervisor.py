@@ -1,6 +1,6 @@
 """``rampwatch dev`` (``make run``): the whole service on one machine, with the AliX sandbox.
 
-It uses ``REDIS_URL`` when set, else starts a private Redis (``workers.localredis``);
+It uses ``REDIS_URL`` when set, else starts a private Redis (``devkit.localredis``);
 ``DATABASE_URL`` when set, else the embedded SQLite default. It makes our AliX
 key pair under ``var/dev`` (kept across runs), starts the AliX sandbox with its
 own key, wires both into the settings of every process, runs the Procfile's
@@ -32,9 +32,10 @@ from typing import Any
 import requests
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 
-from orders.providers.sandboxkit import load_or_create_rsa_key
-from workers.localredis import PrivateRedis, free_port
+from devkit.kit import load_or_create_rsa_key
+from devkit.localredis import PrivateRedis, free_port
 
+CHECKOUT = Path(__file__).resolve().parent.parent  # the Procfile and var/ are here
 PARTNER_CODE = "rampwatch-dev"
 SECRET = "dev-partner-secret"  # noqa: S105 - the local sandbox's, never a real one
 WEBHOOK_SECRET = "dev-webhook-secret"  # noqa: S105 - likewise
@@ -129,7 +130,7 @@ class Scenario:
 
 
 def start_alixpay(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
-    from orders.providers.alixpay.sandbox import AlixSandbox
+    from devkit.alixpay.sandbox import AlixSandbox
 
     our_key, ours, _ = _keypair(dev, "alixpay_partner")
     their_key, _, theirs_public = _keypair(dev, "alixpay_sandbox")
@@ -180,7 +181,7 @@ def start_alixpay(dev: Path, base: str, env: dict[str, str], stamp: str) -> list
 
 
 def start_changelly(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
-    from orders.providers.changelly.sandbox import ChangellySandbox
+    from devkit.changelly.sandbox import ChangellySandbox
 
     our_key, ours, _ = _keypair(dev, "changelly_partner")
     their_key, _, theirs_public = _keypair(dev, "changelly_sandbox_callback")
@@ -224,7 +225,7 @@ def start_changelly(dev: Path, base: str, env: dict[str, str], stamp: str) -> li
 
 
 def start_fuspay(dev: Path, base: str, env: dict[str, str], stamp: str) -> list[Scenario]:
-    from orders.providers.fuspay.sandbox import FuspaySandbox
+    from devkit.fuspay.sandbox import FuspaySandbox
 
     partner_id, public, secret = "p000001", "pk_partner_dev", "sk_partner_dev"
     sandbox = FuspaySandbox(
@@ -265,7 +266,7 @@ STARTERS = [start_alixpay, start_fuspay, start_changelly]
 
 
 def main(exit_after_demo: bool = False, root: Path | None = None) -> int:
-    root = root or Path.cwd()
+    root = root or CHECKOUT
     dev = root / "var" / "dev"
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"

@@ -20,9 +20,9 @@ drive it.
 IPNs are POSTed by one background worker, one attempt each (AliX documents no
 retries), 5 s timeout, in due-time order; what was actually POSTed is recorded in
 ``deliveries``. Only loopback addresses are served or called. The server, the
-switches and the IPN courier are the shared ``orders.providers.sandboxkit``.
+switches and the IPN courier are the shared ``devkit.kit``.
 
-Run it: ``python -m orders.providers.alixpay.sandbox --help``.
+Run it: ``python -m devkit.alixpay.sandbox --help``.
 """
 
 from __future__ import annotations
@@ -39,9 +39,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
 from config import Named
-from orders.providers.alixpay import signing
-from orders.providers.alixpay.client import CASHOUT_PATH, DETAILS_PATH, SELL_ORDER_PATH
-from orders.providers.sandboxkit import (
+from devkit.kit import (
     Reply,
     Request,
     SandboxKit,
@@ -54,6 +52,8 @@ from orders.providers.sandboxkit import (
     parse_object,
     run_cli,
 )
+from orders.providers.alixpay import signing
+from orders.providers.alixpay.client import CASHOUT_PATH, DETAILS_PATH, SELL_ORDER_PATH
 
 STATUSES = (
     "AWAITING_PAYMENT",
