@@ -1,7 +1,7 @@
 """A real HTTP fake of AliX Pay, for tests and local development.
 
 It speaks the three partner endpoints the client uses (create sell order, create
-cash-out, order detail) over a stdlib ``ThreadingHTTPServer`` bound to 127.0.0.1,
+cash-out, order detail) over the kit's Werkzeug server bound to 127.0.0.1,
 verifies our request signatures exactly as documented (the pipe-joined strings of
 providers.md 1.2, with doc bug A-8 resolved as the client resolves it), and signs
 every order object it serves (answers and IPNs) with its own AliX key over
@@ -37,6 +37,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from config import Named
 from devkit.kit import (
@@ -50,6 +52,8 @@ from devkit.kit import (
     load_rsa_public_key,
     new_rsa_key,
     parse_object,
+    route,
+    rules_map,
     run_cli,
 )
 from orders.providers.alixpay import signing
@@ -110,6 +114,10 @@ CASHOUT_REQUIRED = (
     "signature",
 )
 DETAILS_REQUIRED = ("partnerCode", "externalOrderId", "signature")
+API = rules_map(
+    Rule(path, methods=["POST"], endpoint=api)
+    for path, api in ((SELL_ORDER_PATH, "sell"), (CASHOUT_PATH, "cashout"), (DETAILS_PATH, "details"))
+)
 NUMERIC_FIELDS = frozenset({"fiatAmount"})
 
 DESCRIPTIONS = {
@@ -271,11 +279,10 @@ class AlixSandbox(SandboxKit):
     # -- internals: HTTP
 
     def _handle(self, request: Request) -> Reply:
-        api = {SELL_ORDER_PATH: "sell", CASHOUT_PATH: "cashout", DETAILS_PATH: "details"}.get(request.path)
-        if api is None:
-            return 404, {"error": "Not found"}
-        if request.method != "POST":
-            return 405, {"error": "Method not allowed"}
+        try:
+            api, _ = route(API, request)
+        except HTTPException as exc:
+            return exc.code or 404, {"error": "Method not allowed" if exc.code == 405 else "Not found"}
         if api == "details":
             return self._api_details(request.raw)
         return self._api_create(request.raw, api)
@@ -373,27 +380,36 @@ class AlixSandbox(SandboxKit):
             signed = self._signed_locked(order_id)
         return self._answer(signed)
 
-    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
-        match (method, parts):
-            case ("POST", ["orders"]):
-                try:
-                    order = self.create_order(
-                        body.get("externalOrderId"), body.get("fiatAmount"), body.get("type") or "sell"
-                    )
-                except ValueError as exc:
-                    return 400, {"error": str(exc)}
-                return 200, order
-            case ("POST", ["orders", order_id, "advance"]):
-                with self._lock:
-                    if order_id not in self._orders:
-                        return 404, {"error": "unknown order"}
-                status = body.get("status")
-                if status not in STATUSES:
-                    return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
-                return 200, self.advance(order_id, status)
-            case ("GET", ["public-key"]):
-                return 200, {"pem": self.alix_public_key_pem.decode("ascii")}
-        return None
+    # -- control API (under /sandbox/, beside the kit's routes)
+
+    control_rules = (
+        Rule("/orders", methods=["POST"], endpoint="_control_create"),
+        Rule("/orders/<order_id>/advance", methods=["POST"], endpoint="_control_advance"),
+        Rule("/public-key", methods=["GET"], endpoint="_control_public_key"),
+    )
+
+    def _control_create(self, body: dict[str, Any]) -> Reply:
+        try:
+            order = self.create_order(
+                body.get("externalOrderId"),  # type: ignore[arg-type]
+                body.get("fiatAmount"),  # type: ignore[arg-type]
+                body.get("type") or "sell",
+            )
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        return 200, order
+
+    def _control_advance(self, body: dict[str, Any], order_id: str) -> Reply:
+        with self._lock:
+            if order_id not in self._orders:
+                return 404, {"error": "unknown order"}
+        status = body.get("status")
+        if status not in STATUSES:
+            return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
+        return 200, self.advance(order_id, status)
+
+    def _control_public_key(self, body: dict[str, Any]) -> Reply:
+        return 200, {"pem": self.alix_public_key_pem.decode("ascii")}
 
 
 # -- helpers

@@ -49,6 +49,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from devkit.kit import (
     Reply,
@@ -60,6 +62,8 @@ from devkit.kit import (
     load_rsa_public_key,
     new_rsa_key,
     parse_object,
+    route,
+    rules_map,
     run_cli,
 )
 from orders.providers.changelly import signing
@@ -98,7 +102,19 @@ EXTRA_SWITCHES: dict[str, Any] = {
     "detail_delay": 0.0,
     "detail_fail": False,
 }
-_GLOBAL_ONLY = frozenset({"rate_limit", "retry_after"})
+API = rules_map(
+    [
+        Rule(SELL_ORDERS_PATH, methods=["POST"], endpoint="_api_create"),
+        Rule(ORDERS_PATH, methods=["GET"], endpoint="_api_list"),
+        Rule(f"{SANDBOX_ORDER_PREFIX}<order_id>", methods=["PATCH"], endpoint="_api_patch"),
+        # POST as documented, GET as its cURL sample has it (doc bug C-5)
+        Rule(
+            f"{SANDBOX_ORDER_PREFIX}<order_id>/resend-callback",
+            methods=["POST", "GET"],
+            endpoint="_api_resend",
+        ),
+    ]
+)
 
 
 class ChangellySandbox(SandboxKit):
@@ -106,6 +122,8 @@ class ChangellySandbox(SandboxKit):
 
     name = "changelly"
     extra_switches = EXTRA_SWITCHES
+    switch_limits = {"rate_limit": MAX_RATE_LIMIT}
+    global_switches = ("rate_limit", "retry_after")
     known_steps = STATUSES
     step_noun = "statuses"
 
@@ -204,19 +222,11 @@ class ChangellySandbox(SandboxKit):
     def set_switches(
         self, order_id: str | None = None, *, reset: bool = False, **switches: Any
     ) -> dict[str, Any]:
-        if order_id is not None and _GLOBAL_ONLY & set(switches):
-            raise ValueError(f"{', '.join(sorted(_GLOBAL_ONLY & set(switches)))}: global switches only")
+        """The kit's, and an order may be named by its ``orderId`` too."""
         if order_id is not None:
             with self._lock:
                 order_id = self._ids.get(order_id, order_id)
         return super().set_switches(order_id, reset=reset, **switches)
-
-    def _check_switch(self, name: str, value: Any) -> Any:
-        if name == "rate_limit":
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RATE_LIMIT:
-                raise ValueError(f"rate_limit: expected an integer 0..{MAX_RATE_LIMIT}")
-            return value
-        return super()._check_switch(name, value)
 
     # -- internals: orders and callbacks
 
@@ -258,26 +268,21 @@ class ChangellySandbox(SandboxKit):
             return limited
         if not self._authentic(request):
             return _error(401, "unauthorized", "Unauthorized")
-        if request.path == SELL_ORDERS_PATH:
-            if request.method != "POST":
+        try:
+            endpoint, values = route(API, request)
+        except HTTPException as exc:
+            if exc.code == 405:
                 return _error(405, "validation", "Method not allowed")
-            return self._api_create(request.raw)
-        if request.path == ORDERS_PATH:
-            if request.method != "GET":
-                return _error(405, "validation", "Method not allowed")
-            return self._api_list(request)
-        if request.path.startswith(SANDBOX_ORDER_PREFIX):
-            return self._api_sandbox(request)
-        return _error(404, "notFound", "Not found")
+            return _error(404, "notFound", "Not found")
+        return getattr(self, endpoint)(request, **values)
 
     def _take_rate_limit(self) -> Reply | None:
         with self._lock:
-            left = self._switches["rate_limit"]
-            if left <= 0:
+            if not self._faults.consume("rate_limit"):
                 return None
-            self._switches["rate_limit"] = left - 1
-            retry_after = self._switches["retry_after"]
-        self.log.info("answering 429 by switch (%d left)", left - 1)
+            switches = self._effective(None)
+            left, retry_after = switches["rate_limit"], switches["retry_after"]
+        self.log.info("answering 429 by switch (%d left)", left)
         return (
             429,
             _error_body("tooManyRequests", "Too many requests"),
@@ -300,8 +305,8 @@ class ChangellySandbox(SandboxKit):
             )
         return key_ok and signed
 
-    def _api_create(self, raw: bytes) -> Reply:
-        body = parse_object(raw)
+    def _api_create(self, request: Request) -> Reply:
+        body = parse_object(request.raw)
         if body is None:
             return _error(400, "validation", "Body must be a JSON object")
         problem = _check_sell(body)
@@ -374,57 +379,61 @@ class ChangellySandbox(SandboxKit):
                     return None
         return None
 
-    def _api_sandbox(self, request: Request) -> Reply:
-        rest = request.path[len(SANDBOX_ORDER_PREFIX) :].split("/")
-        match (request.method, rest):
-            case ("PATCH", [order_id]) if order_id:
-                body = parse_object(request.raw)
-                status = body.get("status") if body is not None else None
-                if status not in STATUSES:
-                    return _error(
-                        400,
-                        "validation",
-                        "status must be one of " + ", ".join(STATUSES),
-                        [{"cause": "status", "value": str(status)[:64]}],
-                    )
-                if not self._is_order_id(order_id):
-                    return _error(404, "notFound", "Order not found")
-                return 200, self.advance(order_id, status)
-            case ("POST" | "GET", [order_id, "resend-callback"]) if order_id:
-                if not self._is_order_id(order_id):
-                    return _error(404, "notFound", "Order not found")
-                order = self.resend(order_id)
-                return 200, {"orderId": order["orderId"], "status": order["status"]}
-        return _error(404, "notFound", "Not found")
+    def _api_patch(self, request: Request, order_id: str) -> Reply:
+        body = parse_object(request.raw)
+        status = body.get("status") if body is not None else None
+        if status not in STATUSES:
+            return _error(
+                400,
+                "validation",
+                "status must be one of " + ", ".join(STATUSES),
+                [{"cause": "status", "value": str(status)[:64]}],
+            )
+        if not self._is_order_id(order_id):
+            return _error(404, "notFound", "Order not found")
+        return 200, self.advance(order_id, status)
+
+    def _api_resend(self, request: Request, order_id: str) -> Reply:
+        if not self._is_order_id(order_id):
+            return _error(404, "notFound", "Order not found")
+        order = self.resend(order_id)
+        return 200, {"orderId": order["orderId"], "status": order["status"]}
 
     def _is_order_id(self, order_id: str) -> bool:
         with self._lock:
             return order_id in self._ids
 
-    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
-        match (method, parts):
-            case ("POST", ["orders"]):
-                try:
-                    order = self.create_order(
-                        body.get("externalOrderId"),  # type: ignore[arg-type]
-                        amount_from=body.get("amountFrom", "0.01"),
-                        currency_from=body.get("currencyFrom", "BTC"),
-                        currency_to=body.get("currencyTo", "EUR"),
-                    )
-                except ValueError as exc:
-                    return 400, {"error": str(exc)}
-                return 200, order
-            case ("POST", ["orders", order_id, "advance"]):
-                status = body.get("status")
-                if status not in STATUSES:
-                    return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
-                try:
-                    return 200, self.advance(order_id, status)
-                except KeyError:
-                    return 404, {"error": "unknown order"}
-            case ("GET", ["public-key"]):
-                return 200, {"pem": self.callback_public_key_pem.decode("ascii")}
-        return None
+    # -- control API (under /sandbox/, beside the kit's routes)
+
+    control_rules = (
+        Rule("/orders", methods=["POST"], endpoint="_control_create"),
+        Rule("/orders/<order_id>/advance", methods=["POST"], endpoint="_control_advance"),
+        Rule("/public-key", methods=["GET"], endpoint="_control_public_key"),
+    )
+
+    def _control_create(self, body: dict[str, Any]) -> Reply:
+        try:
+            order = self.create_order(
+                body.get("externalOrderId"),  # type: ignore[arg-type]
+                amount_from=body.get("amountFrom", "0.01"),
+                currency_from=body.get("currencyFrom", "BTC"),
+                currency_to=body.get("currencyTo", "EUR"),
+            )
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        return 200, order
+
+    def _control_advance(self, body: dict[str, Any], order_id: str) -> Reply:
+        status = body.get("status")
+        if status not in STATUSES:
+            return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
+        try:
+            return 200, self.advance(order_id, status)
+        except KeyError:
+            return 404, {"error": "unknown order"}
+
+    def _control_public_key(self, body: dict[str, Any]) -> Reply:
+        return 200, {"pem": self.callback_public_key_pem.decode("ascii")}
 
 
 # -- helpers

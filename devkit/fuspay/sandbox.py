@@ -1,6 +1,6 @@
 """A real HTTP fake of Fuspay Axis, for tests and local development.
 
-It speaks the endpoints rampwatch uses over the shared ``sandboxkit`` server on
+It speaks the endpoints rampwatch uses over the shared kit's server on
 127.0.0.1: ``POST /Axis/InitiateSellOrder/``, ``GET /Axis/GetOrder/``,
 ``GET /Axis/FetchTransferStatus`` and the signing oracle
 ``POST /PartnerP2P/SignRequestSha512/``. Each checks ``Authorization: Bearer
@@ -36,6 +36,9 @@ from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
+
 from devkit.kit import (
     Reply,
     Request,
@@ -45,6 +48,8 @@ from devkit.kit import (
     finite_number,
     is_loopback_url,
     parse_object,
+    route,
+    rules_map,
     run_cli,
 )
 from orders.providers.fuspay import signing
@@ -104,6 +109,20 @@ BUY_RATE = 1520
 MAX_ORDER_ID = 128
 
 EXTRA_SWITCHES: dict[str, Any] = {"detail_delay": 0.0, "detail_fail": False}
+
+# Fuspay's paths differ in their trailing slash; with or without it, each is served.
+API = rules_map(
+    (
+        Rule(path.rstrip("/") + "/", methods=[method], endpoint=endpoint)
+        for path, method, endpoint in (
+            (SELL_ORDER_PATH, "POST", "_api_create"),
+            (GET_ORDER_PATH, "GET", "_api_get_order"),
+            (TRANSFER_STATUS_PATH, "GET", "_api_transfer_status"),
+            (ORACLE_PATH, "POST", "_api_oracle"),
+        )
+    ),
+    strict_slashes=False,
+)
 
 
 class FuspaySandbox(SandboxKit):
@@ -276,23 +295,14 @@ class FuspaySandbox(SandboxKit):
     # -- internals: HTTP
 
     def _handle(self, request: Request) -> Reply:
-        routes = {
-            SELL_ORDER_PATH: ("POST", self._api_create),
-            GET_ORDER_PATH: ("GET", self._api_get_order),
-            TRANSFER_STATUS_PATH: ("GET", self._api_transfer_status),
-            ORACLE_PATH: ("POST", self._api_oracle),
-        }
-        # Fuspay's paths differ in their trailing slash; either form is served.
-        route = {path.rstrip("/"): r for path, r in routes.items()}.get(request.path.rstrip("/"))
-        if route is None:
-            return 404, _error("Not found")
-        method, handler = route
-        if request.method != method:
-            return 405, _error("Method not allowed")
+        try:
+            endpoint, _ = route(API, request)
+        except HTTPException as exc:
+            return exc.code or 404, _error("Method not allowed" if exc.code == 405 else "Not found")
         if not self._authorised(request):
             self.log.info("%s refused: bad credentials", request.path)
             return 401, _error("Unauthorized")
-        return handler(request)
+        return getattr(self, endpoint)(request)
 
     def _authorised(self, request: Request) -> bool:
         bearer = request.headers.get("Authorization") or ""
@@ -396,30 +406,35 @@ class FuspaySandbox(SandboxKit):
             "data": {"signature": signing.sign(body, secret, self.recipe)},
         }
 
-    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
-        match (method, parts):
-            case ("POST", ["orders"]):
-                try:
-                    order = self.create_order(
-                        body.get("partner_order_id"),  # type: ignore[arg-type]
-                        body.get("kind") or "sell",
-                        crypto_amount=body.get("crypto_amount", 100),
-                        fiat_amount=body.get("fiat_amount"),
-                        callback_url=body.get("callback_url"),
-                    )
-                except (TypeError, ValueError) as exc:
-                    return 400, {"error": str(exc)}
-                return 200, order
-            case ("POST", ["orders", order_id, "advance"]):
-                extra = dict(body)
-                event = extra.pop("event", None)
-                try:
-                    return 200, self.advance(order_id, event, **extra)  # type: ignore[arg-type]
-                except KeyError:
-                    return 404, {"error": "unknown order"}
-                except (TypeError, ValueError) as exc:
-                    return 400, {"error": str(exc)}
-        return None
+    # -- control API (under /sandbox/, beside the kit's routes)
+
+    control_rules = (
+        Rule("/orders", methods=["POST"], endpoint="_control_create"),
+        Rule("/orders/<order_id>/advance", methods=["POST"], endpoint="_control_advance"),
+    )
+
+    def _control_create(self, body: dict[str, Any]) -> Reply:
+        try:
+            order = self.create_order(
+                body.get("partner_order_id"),  # type: ignore[arg-type]
+                body.get("kind") or "sell",
+                crypto_amount=body.get("crypto_amount", 100),
+                fiat_amount=body.get("fiat_amount"),
+                callback_url=body.get("callback_url"),
+            )
+        except (TypeError, ValueError) as exc:
+            return 400, {"error": str(exc)}
+        return 200, order
+
+    def _control_advance(self, body: dict[str, Any], order_id: str) -> Reply:
+        extra = dict(body)
+        event = extra.pop("event", None)
+        try:
+            return 200, self.advance(order_id, event, **extra)  # type: ignore[arg-type]
+        except KeyError:
+            return 404, {"error": "unknown order"}
+        except (TypeError, ValueError) as exc:
+            return 400, {"error": str(exc)}
 
 
 # -- helpers
