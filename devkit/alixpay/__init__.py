@@ -1,1 +1,2 @@
-"""The alixpay sandbox: a real HTTP fake of the provider on 127.0.0.1."""
+"""AliX Pay's fake: ``sandbox`` (the HTTP fake, signing as AliX does), ``model`` (its
+orders), ``cli`` (``python -m devkit.alixpay``) and ``demo`` (its part of ``make run``)."""

@@ -1,1 +1,3 @@
-"""The changelly sandbox: a real HTTP fake of the provider on 127.0.0.1."""
+"""Changelly Fiat API's fake: ``sandbox`` (the HTTP fake, signing callbacks as Changelly
+does), ``model`` (its orders), ``cli`` (``python -m devkit.changelly``) and ``demo`` (its
+part of ``make run``)."""

@@ -1,1 +1,3 @@
-"""The fuspay sandbox: a real HTTP fake of the provider on 127.0.0.1."""
+"""Fuspay Axis's fake: ``sandbox`` (the HTTP fake, signing events as Fuspay does), ``model``
+(its orders and event bodies), ``cli`` (``python -m devkit.fuspay``) and ``demo`` (its part
+of ``make run``)."""

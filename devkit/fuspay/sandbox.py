@@ -23,90 +23,52 @@ doc bug F-10). Fault switches (the kit's, plus ``detail_delay`` and
 ``detail_fail`` for GetOrder and FetchTransferStatus) work globally or per order.
 Personal data is never logged.
 
-Run it: ``python -m devkit.fuspay.sandbox --help``.
+Run it alone: ``python -m devkit.fuspay --help`` (``devkit.fuspay.cli``); its orders
+and event bodies are ``devkit.fuspay.model``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from werkzeug.exceptions import HTTPException
 from werkzeug.routing import Rule
 
+from devkit.fuspay.model import (
+    BUY_EVENTS,
+    BUY_RATE,
+    CREATE_FIELDS,
+    EVENTS,
+    GETORDER_SHAPES,
+    MAX_ORDER_ID,
+    PAYOUT_MESSAGES,
+    SELL_EVENTS,
+    SELL_RATE,
+    apply_event,
+    buy_body,
+    masked,
+    number,
+    sell_body,
+    tidy,
+)
 from devkit.kit import (
     Reply,
     Request,
     SandboxKit,
     check_loopback_url,
     check_nonempty,
-    finite_number,
     is_loopback_url,
     parse_object,
     route,
     rules_map,
-    run_cli,
 )
 from orders.providers.fuspay import signing
 from orders.providers.fuspay.client import GET_ORDER_PATH, ORACLE_PATH, SELL_ORDER_PATH, TRANSFER_STATUS_PATH
 from orders.providers.jsformat import js_stringify
-
-SELL_EVENTS = (
-    "event.sell.init",
-    "event.sell.received.crypto",
-    "event.sell.received.fiat_kyc_error",
-    "event.sell.credited.fiat",
-    "event.sell.error",
-    "sell.event.close",
-)
-BUY_EVENTS = ("event.buy.init", "event.buy.received.fiat", "event.buy.credited.crypto", "event.buy.error")
-EVENTS = {"sell": SELL_EVENTS, "buy": BUY_EVENTS}
-GETORDER_SHAPES = ("event", "statuses")
-
-# event -> (fiat_payment_status, crypto_payment_status, payout status); None keeps the value.
-EFFECTS: Mapping[str, tuple[str | None, str | None, str | None]] = {
-    "event.sell.init": ("PENDING", "PENDING", None),
-    "event.sell.received.crypto": ("STARTED", "PAID", "PENDING"),
-    "event.sell.received.fiat_kyc_error": ("STARTED", "PAID", "PENDING"),
-    "event.sell.credited.fiat": ("PAID", "PAID", "SUCCESSFUL"),
-    "event.sell.error": ("CANCELED", None, "FAILED"),
-    "sell.event.close": ("CANCELED", None, "FAILED"),
-    "event.buy.init": ("PENDING", "PENDING", None),
-    "event.buy.received.fiat": ("PAID", "STARTED", None),
-    "event.buy.credited.crypto": ("PAID", "COMPLETED", None),
-    "event.buy.error": ("CANCELED", "CANCELED", None),
-}
-KYC_FIELDS = ("default_kyc_url", "message", "kyc_error_type")
-PAYOUT_MESSAGES = {
-    "PENDING": "Transfer pending",
-    "SUCCESSFUL": "Transfer completed. No action needed",
-    "FAILED": "Transfer failed",
-}
-CREATE_FIELDS = (
-    "partner_order_id",
-    "chain",
-    "crypto_amount",
-    "fiat_currency_to_receive",
-    "partner_callback_url",
-    "seller_phone",
-    "seller_email",
-    "first_name",
-    "last_name",
-    "account_name",
-    "account_number",
-    "account_code",
-    "intrapay_merchant_id",
-    "markup_fee",
-    "refund_wallet_address",
-)
-SELL_RATE = 1500  # fiat per token, fixed fake rates
-BUY_RATE = 1520
-MAX_ORDER_ID = 128
 
 EXTRA_SWITCHES: dict[str, Any] = {"detail_delay": 0.0, "detail_fail": False}
 
@@ -188,8 +150,8 @@ class FuspaySandbox(SandboxKit):
         self._create(
             partner_order_id,
             kind,
-            crypto=_number(crypto_amount, "crypto_amount"),
-            fiat=None if fiat_amount is None else _number(fiat_amount, "fiat_amount"),
+            crypto=number(crypto_amount, "crypto_amount"),
+            fiat=None if fiat_amount is None else number(fiat_amount, "fiat_amount"),
             callback_url=callback_url,
             chain=chain,
             fiat_currency=fiat_currency,
@@ -214,7 +176,7 @@ class FuspaySandbox(SandboxKit):
             payout = extra.pop("payout_status", None)
             if payout is not None and not isinstance(payout, str):
                 raise ValueError("payout_status must be a string or None")
-            _apply_event(order, private, event_name)
+            apply_event(order, private, event_name)
             if set_payout:
                 private["payout_status"] = payout
             for key, value in extra.items():
@@ -254,8 +216,8 @@ class FuspaySandbox(SandboxKit):
         if callback_url is not None:
             check_loopback_url(callback_url, "partner_callback_url")
         rate = SELL_RATE if kind == "sell" else BUY_RATE
-        fiat = fiat if fiat is not None else _tidy(Decimal(str(crypto)) * rate)
-        build = _sell_body if kind == "sell" else _buy_body
+        fiat = fiat if fiat is not None else tidy(Decimal(str(crypto)) * rate)
+        build = sell_body if kind == "sell" else buy_body
         body = build(
             order_id, f"{order_id}_{self.partner_id}", crypto, fiat, rate, chain, fiat_currency, request
         )
@@ -331,7 +293,7 @@ class FuspaySandbox(SandboxKit):
         if not is_loopback_url(body["partner_callback_url"]):
             return self._refuse("the sandbox calls only loopback partner_callback_url addresses")
         try:
-            crypto = _number(body["crypto_amount"], "crypto_amount")
+            crypto = number(body["crypto_amount"], "crypto_amount")
             self._create(
                 body["partner_order_id"],
                 "sell",
@@ -388,7 +350,7 @@ class FuspaySandbox(SandboxKit):
                 "status": payout,
                 "message": PAYOUT_MESSAGES.get(payout, payout),
                 "full_name": account.get("account_name", ""),
-                "account_number": _masked(account.get("account_number", "")),
+                "account_number": masked(account.get("account_number", "")),
                 "session_id": "",
             }
         return 200, {"success": True, "data": data}
@@ -437,187 +399,5 @@ class FuspaySandbox(SandboxKit):
             return 400, {"error": str(exc)}
 
 
-# -- helpers
-
-
 def _error(message: str) -> dict[str, Any]:
     return {"error": True, "message": message, "data": None}
-
-
-def _tidy(value: Decimal) -> float | int:
-    """A JSON number as Fuspay's samples show them: integral values without a fraction."""
-    value = value.quantize(Decimal("0.01")).normalize()
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
-def _number(value: Any, name: str) -> float | int:
-    """A positive amount from a number or a decimal string."""
-    if isinstance(value, str):
-        try:
-            parsed = Decimal(value.strip())
-        except InvalidOperation as exc:
-            raise ValueError(f"{name} must be a positive number") from exc
-        if not parsed.is_finite() or parsed <= 0:
-            raise ValueError(f"{name} must be a positive number")
-        return int(parsed) if parsed == parsed.to_integral_value() else float(parsed)
-    if not finite_number(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number")
-    return value
-
-
-def _digest(order_id: str, purpose: str) -> str:
-    return hashlib.sha256(f"{order_id}|{purpose}".encode()).hexdigest()
-
-
-def _masked(number: str) -> str:
-    return number[:2] + "*" * max(len(number) - 5, 0) + number[-3:] if len(number) > 5 else "*" * len(number)
-
-
-def _sell_body(
-    order_id: str,
-    ref: str,
-    crypto: float,
-    fiat: float,
-    rate: int,
-    chain: str,
-    fiat_currency: str,
-    request: Mapping[str, Any],
-) -> dict[str, Any]:
-    """A sell event body in the field order of the seed samples (S4)."""
-    token = chain.split("-", 1)[0].upper()
-    return {
-        "event_name": "event.sell.init",
-        "partner_order_id": order_id,
-        "fuspay_order_ref": ref,
-        "fiat_amount_to_receive": fiat,
-        "crypto_amount_to_sell": crypto,
-        "exchange_rate": rate,
-        "pair": f"{token}/{fiat_currency}",
-        "fiat_currency": fiat_currency,
-        "pay_to_crypto_address": "T" + _digest(order_id, "address")[:33],
-        "chain": chain,
-        "fiat_payment_status": "PENDING",
-        "crypto_payment_status": "PENDING",
-        "seller_fiat_account": {
-            "account_name": request.get("account_name", ""),
-            "account_number": request.get("account_number", ""),
-            "account_code": request.get("account_code", ""),
-        },
-        "seller_crypto_txn_hash": None,
-        "partner_callback_url": "",
-        "transactional_kyc": {
-            "email": request.get("seller_email", ""),
-            "phone": request.get("seller_phone", ""),
-            "first_name": request.get("first_name", ""),
-            "last_name": request.get("last_name", ""),
-        },
-    }
-
-
-def _buy_body(
-    order_id: str,
-    ref: str,
-    crypto: float,
-    fiat: float,
-    rate: int,
-    chain: str,
-    fiat_currency: str,
-    request: Mapping[str, Any],
-) -> dict[str, Any]:
-    """A buy event body, constructed from the buy "Event Body Description" (no sample exists)."""
-    token = chain.split("-", 1)[0].upper()
-    return {
-        "event_name": "event.buy.init",
-        "partner_order_id": order_id,
-        "fuspay_order_ref": ref,
-        "fiat_amount_to_pay": fiat,
-        "crypto_amount_to_receive": crypto,
-        "exchange_rate": rate,
-        "pair": f"{fiat_currency}/{token}",
-        "fiat_currency": fiat_currency,
-        "buyer_crypto_address": "T" + _digest(order_id, "buyer")[:33],
-        "chain": chain,
-        "fiat_payment_status": "PENDING",
-        "crypto_payment_status": "PENDING",
-        "payer_into_account": {
-            "account_name": "FUSPAY SANDBOX COLLECTIONS",
-            "account_number": "90" + str(int(_digest(order_id, "account")[:8], 16))[:8],
-            "bank_name": "Sandbox Bank",
-        },
-        "payment_link": None,
-        "crypto_txn_hash": None,
-        "partner_callback_url": "",
-        "transactional_kyc": {"email": "", "phone": "", "first_name": "", "last_name": ""},
-    }
-
-
-def _apply_event(order: dict[str, Any], private: dict[str, Any], event_name: str) -> None:
-    fiat, crypto, payout = EFFECTS[event_name]
-    order["event_name"] = event_name
-    if fiat is not None:
-        order["fiat_payment_status"] = fiat
-    if crypto is not None:
-        order["crypto_payment_status"] = crypto
-    elif order["crypto_payment_status"] != "PAID":  # an error before the crypto arrived
-        order["crypto_payment_status"] = "CANCELED"
-    if payout is not None or event_name.endswith(".init"):
-        private["payout_status"] = payout
-    oid = order["partner_order_id"]
-    if private["kind"] == "sell" and order["crypto_payment_status"] == "PAID":
-        order["seller_crypto_txn_hash"] = order["seller_crypto_txn_hash"] or _digest(oid, "txn")
-    if event_name == "event.buy.credited.crypto":
-        order["crypto_txn_hash"] = order["crypto_txn_hash"] or _digest(oid, "txn")
-    for key in (*KYC_FIELDS, "meta_data"):
-        order.pop(key, None)
-    if event_name == "event.sell.received.fiat_kyc_error":
-        order["default_kyc_url"] = "https://kyc.fuspay.finance"
-        order["message"] = "Seller needs to perform KYC"
-        order["kyc_error_type"] = "NO_KYC"
-    if event_name == "sell.event.close":
-        order["meta_data"] = {
-            "status": "refunded",
-            "message": "seller has been refunded",
-            "refund_account": private["refund_wallet_address"],
-            "amount_refunded": str(order["crypto_amount_to_sell"]),
-            "fee": 0,
-        }
-
-
-# -- CLI
-
-
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--partner-id", required=True)
-    p.add_argument("--public-key", required=True)
-    p.add_argument("--secret-key", required=True)
-    p.add_argument("--recipe", choices=signing.LOCAL_RECIPES, default=signing.HMAC_SHA512)
-    p.add_argument("--key-mode", choices=signing.KEY_MODES, default=signing.PUBLIC_PLUS_SECRET)
-    p.add_argument("--getorder-shape", choices=GETORDER_SHAPES, default="event")
-
-
-def _build(args: argparse.Namespace) -> FuspaySandbox:
-    return FuspaySandbox(
-        partner_id=args.partner_id,
-        public_key=args.public_key,
-        secret_key=args.secret_key,
-        recipe=args.recipe,
-        key_mode=args.key_mode,
-        callback_url=args.callback_url,
-        getorder_shape=args.getorder_shape,
-        port=args.port,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(
-        FuspaySandbox.name,
-        argv,
-        description="A fake Fuspay Axis on 127.0.0.1 (orders in memory; control API under /sandbox/).",
-        callback_help="default partner_callback_url (loopback only)",
-        add_arguments=_arguments,
-        build=_build,
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

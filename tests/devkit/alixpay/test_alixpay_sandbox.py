@@ -591,7 +591,7 @@ def _run_cli(tmp_path: Path, partner_pem: Path, key_dir: Path) -> tuple[subproce
         [
             sys.executable,
             "-m",
-            "devkit.alixpay.sandbox",
+            "devkit.alixpay",
             "--port",
             "0",
             "--partner-code",

@@ -340,7 +340,7 @@ def test_cli_serves_stops_on_sigterm_and_keeps_its_callback_key(tmp_path: Path) 
             [
                 sys.executable,
                 "-m",
-                "devkit.changelly.sandbox",
+                "devkit.changelly",
                 "--api-key",
                 API_KEY,
                 "--partner-public-key",

@@ -399,7 +399,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "devkit.fuspay.sandbox",
+            "devkit.fuspay",
             "--port",
             "0",
             "--partner-id",

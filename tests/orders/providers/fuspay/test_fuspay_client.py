@@ -25,7 +25,7 @@ from fuspay_testkit import (  # noqa: F401 - fixtures
 )
 
 from config import Named, PollPolicy
-from devkit.fuspay.sandbox import SELL_EVENTS
+from devkit.fuspay.model import SELL_EVENTS
 from devkit.kit import Reply, Request, SandboxKit
 from orders.db import make_engine
 from orders.errors import (
