@@ -20,7 +20,7 @@ from typing import Any
 import requests
 
 from devkit.processes import ProcessGroup
-from devkit.stack import Scenario, say
+from devkit.stack import Scenario, emit, say
 
 
 def run_demo(
@@ -107,7 +107,7 @@ def print_howto(base: str, token: str, sandbox_url: str, dotenv: str) -> None:
         '{"externalOrderId":"my-order-1","currency":"USDT","network":"TRC20","fiatAmount":1000000,'
         '"bankCode":"VCB","bankAccountNumber":"0123456789","bankAccountName":"NGUYEN VAN A"}'
     )
-    print(
+    emit(
         f"""
 Create an order and watch it:
   curl -s -X POST {base}/api/orders/alixpay -H {q("Authorization: Bearer " + token)} \\
@@ -116,6 +116,5 @@ Create an order and watch it:
        -d '{{"status":"SUCCESS"}}'
   curl -s {base}/api/orders/alixpay/my-order-1 -H {q("Authorization: Bearer " + token)}
   (in another shell, with the settings of {dotenv}) .venv/bin/rampwatch orders show alixpay my-order-1
-""",
-        flush=True,
+"""
     )

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import requests
 
-from devkit.stack import say
+from devkit.stack import emit, say
 
 STOP_TIMEOUT = 20.0  # seconds for every child to finish after SIGTERM (gunicorn's graceful timeout)
 
@@ -75,7 +75,7 @@ class ProcessGroup:
     def _pump(name: str, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         for line in proc.stdout:
-            print(f"{name:>7} | {line.decode(errors='replace').rstrip()}", flush=True)
+            emit(f"{name:>7} | {line.decode(errors='replace').rstrip()}")
         proc.stdout.close()
 
     def dead(self) -> list[str]:

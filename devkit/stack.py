@@ -5,12 +5,12 @@ provider's sandbox wired to the stack's web process and returns a
 ``ProviderStack``: the running sandbox, the settings rampwatch needs to talk to
 it (key files under ``var/dev/``, never key text), and the demo orders
 (``Scenario``) that show its flow. This module owns those two shapes, the key
-pairs kept across runs (``keypair``) and ``say``, the supervisor's one output
-line format.
+pairs kept across runs (``keypair``) and the output lines (``say``, ``emit``).
 """
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,9 +21,15 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey
 from devkit.kit import SandboxKit, load_or_create_rsa_key
 
 
+def emit(line: str) -> None:
+    """Print one whole line: one write, so lines from several threads never interleave."""
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
 def say(message: str) -> None:
     """One line of the supervisor's own output (children's lines carry their name)."""
-    print(f"[rampwatch dev] {message}", flush=True)
+    emit(f"[rampwatch dev] {message}")
 
 
 @dataclass
