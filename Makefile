@@ -16,7 +16,7 @@ $(STAMP): setup.cfg pyproject.toml requirements.txt
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/rampwatch dev
+	$(BIN)/python -m devkit
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

@@ -13,13 +13,13 @@ from collections.abc import Callable
 from _common import WEBHOOK_SECRET, alix, database, emit, keypair
 
 from config import Named, Settings
+from devkit.localredis import PrivateRedis
 from orders.providers.alixpay import signing as alix_signing
 from orders.providers.changelly import signing as changelly_signing
 from orders.providers.changelly.settings import ChangellySettings
 from orders.providers.fuspay import signing as fuspay_signing
 from orders.providers.fuspay.settings import FuspaySettings
 from receiver import create_app
-from workers.localredis import PrivateRedis
 
 N = 2000
 

@@ -1,7 +1,7 @@
 """Shared fixtures: a private Redis (never one we did not start), databases, keys.
 
 * ``redis_server``: one private server for the session, found the way ``make run``
-  finds one (``workers.localredis``); ``redis`` is a client on it, flushed after
+  finds one (``devkit.localredis``); ``redis`` is a client on it, flushed after
   each test.
 * ``database_url``: a migrated SQLite file per test, and, when
   ``RAMPWATCH_TEST_POSTGRES_URL`` is set, the same tests again on PostgreSQL in
@@ -28,15 +28,15 @@ from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
 from config import Named, PollPolicy, Settings
+from devkit.alixpay.sandbox import AlixSandbox
+from devkit.changelly.sandbox import ChangellySandbox
+from devkit.fuspay.sandbox import FuspaySandbox
+from devkit.localredis import PrivateRedis
 from orders.migrate import upgrade
-from orders.providers.alixpay.sandbox import AlixSandbox
 from orders.providers.alixpay.settings import AlixPaySettings
-from orders.providers.changelly.sandbox import ChangellySandbox
 from orders.providers.changelly.settings import ChangellySettings
-from orders.providers.fuspay.sandbox import FuspaySandbox
 from orders.providers.fuspay.settings import FuspaySettings
 from receiver import create_app
-from workers.localredis import PrivateRedis
 from workers.services import Services, build_services
 from workers.worker import make_worker
 

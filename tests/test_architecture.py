@@ -1,7 +1,8 @@
-"""Imports run one way: ``config <- orders <- {receiver, workers}`` (DESIGN.md, Architecture).
+"""Imports run one way: ``config <- orders <- {receiver, workers}``, and the dev kit apart.
 
-An AST walk over every ``.py`` file of the four packages, including imports made
-inside functions and ``importlib.import_module("...")`` calls with a literal name:
+An AST walk over every ``.py`` file of the four product packages and of ``devkit``,
+including imports made inside functions and ``importlib.import_module("...")``
+calls with a literal name:
 
 * ``config`` imports nothing from ``orders``, ``receiver`` or ``workers``;
 * ``orders`` imports nothing from ``receiver`` or ``workers``, and never ``flask`` or ``rq``;
@@ -9,6 +10,10 @@ inside functions and ``importlib.import_module("...")`` calls with a literal nam
 * ``receiver`` imports from ``workers`` only ``workers.queue`` (to enqueue) and
   ``workers.services`` (the one function that builds every process's collaborators);
 * nothing outside ``receiver/`` imports ``receiver``;
+* no product module imports ``devkit`` (it is not in the wheel), except the imports
+  listed in ``DEVKIT_LOADERS``, each made inside the one function named there;
+* ``devkit`` may import ``config`` and ``orders`` (a sandbox signs with the code that
+  verifies), never ``receiver`` or ``workers``: it runs them as processes, as a host does;
 * only ``config/`` reads the environment (``os.environ``, ``os.getenv``, ...), with the
   exemptions listed in ``ENV_EXEMPT``.
 """
@@ -22,12 +27,18 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("config", "orders", "receiver", "workers")
+PRODUCT = ("config", "orders", "receiver", "workers")
+PACKAGES = (*PRODUCT, "devkit")
+
+# The only product code that may import devkit: (file, enclosing function) -> reason.
+DEVKIT_LOADERS = {
+    ("workers/cli.py", "cmd_dev"): "`rampwatch dev` loads the dev kit lazily, from a checkout",
+}
 
 # Files outside config/ allowed to touch the environment, each with its reason.
-# (workers/localredis.py was checked: it does not read the environment, so it is not listed.)
+# (devkit/localredis.py was checked: it does not read the environment, so it is not listed.)
 ENV_EXEMPT = {
-    "workers/devrun.py": "the `rampwatch dev` runner (make run, developer machines only) copies the "
+    "devkit/supervisor.py": "the `make run` supervisor (developer machines only) copies the "
     "environment and adds settings for the child processes it starts",
 }
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
@@ -38,6 +49,7 @@ class Import:
     module: str  # absolute dotted name
     line: int
     from_base: bool = False  # the X of "from X import names" (the names are recorded apart)
+    function: str | None = None  # the innermost function it is made in; None: module level
 
 
 @dataclass
@@ -70,6 +82,16 @@ def parse_source(source: str, rel: str) -> Parsed:
     imports: list[Import] = []
     env_reads: list[int] = []
     os_aliases = set()
+    functions = [
+        (node.lineno, node.end_lineno or node.lineno, node.name)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+    ]
+
+    def enclosing(line: int) -> str | None:
+        around = [(start, name) for start, end, name in functions if start <= line <= end]
+        return max(around)[1] if around else None
+
     for node in ast.walk(tree):
         if isinstance(node, ast.Import):
             for alias in node.names:
@@ -111,6 +133,7 @@ def parse_source(source: str, rel: str) -> Parsed:
             and node.attr in ENV_NAMES
         ):
             env_reads.append(node.lineno)
+    imports = [Import(i.module, i.line, i.from_base, enclosing(i.line)) for i in imports]
     return Parsed(rel, module, imports, sorted(set(env_reads)))
 
 
@@ -141,6 +164,10 @@ def violations(files: list[Parsed]) -> list[str]:
                 out.append(f"{where} (receiver may use only workers.queue and workers.services)")
             if pkg != "receiver" and _is(imp.module, "receiver"):
                 out.append(f"{where} (nothing outside receiver/ imports receiver)")
+            if pkg in PRODUCT and _is(imp.module, "devkit") and (f.rel, imp.function) not in DEVKIT_LOADERS:
+                out.append(f"{where} (the product never imports the dev kit)")
+            if pkg == "devkit" and _is(imp.module, "workers"):
+                out.append(f"{where} (devkit runs workers as processes; it imports config and orders only)")
         if f.env_reads and pkg != "config" and f.rel not in ENV_EXEMPT:
             out.append(f"{f.rel}:{f.env_reads} reads the environment (only config/ may)")
     return out
@@ -170,6 +197,7 @@ def test_the_walk_is_not_vacuous(parsed: list[Parsed]) -> None:
     assert len(by_pkg["orders"]) >= 12
     assert len(by_pkg["receiver"]) >= 4
     assert len(by_pkg["workers"]) >= 5
+    assert len(by_pkg["devkit"]) >= 8
     assert sum(len(f.imports) for f in parsed) >= 150
     # Known edges are seen, so the extraction works (positive controls).
     modules = {f.rel: {i.module for i in f.imports} for f in parsed}
@@ -182,6 +210,11 @@ def test_the_walk_is_not_vacuous(parsed: list[Parsed]) -> None:
     assert "receiver" in modules["receiver/wsgi.py"]
     # Imports inside functions count too (the CLI imports lazily).
     assert any(_is(m, "workers.services") for m in modules["workers/cli.py"])
+    # The dev kit's use of the product is seen, and the product's one lazy loader of it.
+    assert "orders.providers.alixpay.signing" in modules["devkit/alixpay/sandbox.py"]
+    assert "config" in modules["devkit/alixpay/sandbox.py"]
+    loaders = {(f.rel, i.function) for f in parsed for i in f.imports if _is(i.module, "devkit")}
+    assert {key for key in loaders if not key[0].startswith("devkit/")} == set(DEVKIT_LOADERS)
     # The environment reader is seen.
     assert {f.rel for f in parsed if f.env_reads} >= {"config/settings.py"}
 
@@ -227,7 +260,16 @@ def test_env_exemptions_are_real_and_still_needed(parsed: list[Parsed]) -> None:
         ("orders/x.py", "import os\nos.getenv('X')\n"),
         ("workers/x.py", "from os import environ\n"),
         ("receiver/x.py", "import os as o\no.environ['X']\n"),
-        ("workers/localredis.py", "import os\nos.environ.get('REDIS_URL')\n"),
+        ("devkit/localredis.py", "import os\nos.environ.get('REDIS_URL')\n"),
+        ("orders/x.py", "import devkit\n"),
+        ("config/x.py", "from devkit.kit import compact\n"),
+        ("workers/cli.py", "from devkit.supervisor import main\n"),
+        ("workers/cli.py", "def cmd_worker(args):\n    from devkit import supervisor\n"),
+        ("workers/jobs.py", "def cmd_dev(args):\n    import devkit.supervisor\n"),
+        ("receiver/x.py", "import importlib\nimportlib.import_module('devkit.alixpay')\n"),
+        ("devkit/x.py", "from receiver import create_app\n"),
+        ("devkit/x.py", "from workers.queue import Queues\n"),
+        ("devkit/x.py", "import workers.cli\n"),
         ("orders/x.py", "from flask.json import dumps\n"),
         ("receiver/api.py", "import workers\n"),
     ],
@@ -244,7 +286,13 @@ def test_the_checker_flags_a_breach(rel: str, source: str) -> None:
         ("receiver/api.py", "from workers import queue\n"),
         ("workers/cli.py", "from config import load_settings\nfrom orders.store import Store\n"),
         ("config/settings.py", "import os\nos.environ.get('X')\n"),
-        ("workers/devrun.py", "import os\nenv = dict(os.environ)\n"),
+        ("devkit/supervisor.py", "import os\nenv = dict(os.environ)\n"),
+        ("workers/cli.py", "def cmd_dev(args):\n    from devkit.supervisor import main\n"),
+        (
+            "devkit/alixpay/sandbox.py",
+            "from config import Named\nfrom orders.providers.alixpay import signing\n",
+        ),
+        ("devkit/kit/cli.py", "import argparse\nfrom devkit.kit import keys\n"),
         ("orders/x.py", "import os\nos.path.join('a', 'b')\nos.access('a', os.X_OK)\n"),
     ],
 )

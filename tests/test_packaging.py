@@ -36,8 +36,8 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 from sqlalchemy import create_engine, text
 
+from devkit.localredis import free_port
 from orders.migrate import Revisions, current_revisions
-from workers.localredis import free_port
 from workers.queue import SWEEP_JOB_ID
 
 pytestmark = pytest.mark.packaging

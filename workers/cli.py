@@ -225,8 +225,25 @@ def cmd_orders_create(args: argparse.Namespace) -> int:
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from workers.devrun import main as dev_main
+    """``make run``. The dev kit is not part of the product (not in the wheel): it is
+    imported here only, from the checkout the command runs in (put first on the path,
+    as ``python -m devkit`` would), and its absence is one line, not a traceback."""
+    from pathlib import Path
 
+    checkout = Path.cwd()
+    if (checkout / "devkit" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
+    try:
+        from devkit.supervisor import main as dev_main
+    except ModuleNotFoundError as exc:
+        if exc.name != "devkit":
+            raise
+        print(
+            "rampwatch dev: runs from a checkout of rampwatch (the dev kit, devkit/, is not"
+            " installed): cd into the checkout and run `make run`",
+            file=sys.stderr,
+        )
+        return 2
     return dev_main(exit_after_demo=args.exit_after_demo)
 
 

@@ -12,9 +12,9 @@ from rq import Queue
 from rq.serializers import JSONSerializer
 
 from config import Settings
+from devkit.alixpay.sandbox import AlixSandbox
 from orders.db import make_engine
 from orders.providers import STATUS_MAPS, build_adapters
-from orders.providers.alixpay.sandbox import AlixSandbox
 from orders.store import Store
 from receiver import create_app
 from workers.queue import POLLS

@@ -9,7 +9,7 @@ import pytest
 from conftest import Keys, alix_env
 from redis import Redis
 
-from orders.providers.alixpay.sandbox import AlixSandbox
+from devkit.alixpay.sandbox import AlixSandbox
 from workers import cli
 
 ORDER = {

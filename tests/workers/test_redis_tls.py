@@ -27,13 +27,13 @@ from cryptography.x509.oid import NameOID
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from config import Settings
+from devkit.localredis import find_server, free_port
 from orders.db import make_engine
 from orders.migrate import upgrade
 from orders.providers import STATUS_MAPS, load_settings
 from orders.store import Store
 from receiver import create_app
 from receiver.wsgi import app_from_env
-from workers.localredis import find_server, free_port
 from workers.queue import RedisTLSVerifyFailed, check_tls_at_start, connect, tls_verify_failure
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,10 +1,10 @@
-"""Changelly Fiat API (off-ramp sell orders): signing, status map, API client, adapter, sandbox.
+"""Changelly Fiat API (off-ramp sell orders): signing, status map, API client, adapter.
 
 ``signing``: RSA-SHA256 request signatures over the URL as sent plus the body as
 sent, and callback signatures over ``{"orderId": ...}`` only. ``client``: the
 signed calls (``GET /v1/orders``, ``POST /v1/sell/orders``) and their named
 errors. ``adapter``: callbacks as triggers, polls and backfills as the truth,
-order creation. ``sandbox``: a loopback fake of the API for tests and dev runs.
+order creation. Its loopback fake for tests and dev runs is ``devkit.changelly``.
 Facts and doc bugs (C-1..C-9): ``reference/providers.md`` section 3.
 """
 

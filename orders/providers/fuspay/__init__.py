@@ -4,7 +4,7 @@
 SHA-512 recipes (the real one is unpublished, doc bug F-7: a setting, with an
 ``oracle`` mode); ``client`` calls GetOrder, FetchTransferStatus,
 InitiateSellOrder and the signing oracle; ``adapter`` turns callbacks and polls
-into Events; ``sandbox`` is a real HTTP fake of Axis for tests and development.
+into Events. Its real HTTP fake for tests and development is ``devkit.fuspay``.
 """
 
 from orders.providers.base import Provider

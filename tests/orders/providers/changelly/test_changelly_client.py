@@ -17,13 +17,13 @@ import requests
 from changelly_support import API_KEY, Canned, Receiver, keys, settings
 
 from config import Named
+from devkit.changelly.sandbox import ChangellySandbox
 from orders.db import make_engine
 from orders.errors import ProviderRateLimited, ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
 from orders.providers import STATUS_MAPS, load_settings
 from orders.providers.changelly import signing
 from orders.providers.changelly.adapter import ChangellyAdapter
 from orders.providers.changelly.client import ChangellyClient
-from orders.providers.changelly.sandbox import ChangellySandbox
 from orders.providers.transport import parse_retry_after
 from orders.service import create_order
 from orders.states import Status

@@ -25,6 +25,8 @@ from fuspay_testkit import (  # noqa: F401 - fixtures
 )
 
 from config import Named, PollPolicy
+from devkit.fuspay.model import SELL_EVENTS
+from devkit.kit import Reply, Request, SandboxKit
 from orders.db import make_engine
 from orders.errors import (
     InvalidPayload,
@@ -35,9 +37,7 @@ from orders.errors import (
 )
 from orders.providers import STATUS_MAPS
 from orders.providers.fuspay.adapter import FuspayAdapter
-from orders.providers.fuspay.sandbox import SELL_EVENTS
 from orders.providers.fuspay.statuses import STATUS_MAP
-from orders.providers.sandboxkit import Reply, Request, SandboxKit
 from orders.service import create_order
 from orders.states import Status
 from orders.store import Store

@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 import requests
 from fuspay_testkit import Receiver
+from werkzeug.routing import Rule
 
-from orders.providers.sandboxkit import (
+from devkit.kit import (
     MAX_BODY,
     Reply,
     Request,
@@ -40,10 +41,10 @@ class Echo(SandboxKit):
             "sig": request.headers.get("x-api-signature"),
         }
 
-    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
-        if (method, parts) == ("POST", ["orders", "a b", "ping"]):
-            return 200, {"pong": body}
-        return None
+    control_rules = (Rule("/orders/<order_id>/ping", methods=["POST"], endpoint="ping"),)
+
+    def ping(self, body: dict[str, Any], order_id: str) -> Reply:
+        return 200, {"pong": body, "order": order_id}
 
     def advance(self, order_id: str, step: Any) -> Any:
         self._orders[order_id]["steps"].append(step)
@@ -77,7 +78,8 @@ def test_requests_reach_the_subclass_whole(echo: Echo) -> None:
 
 def test_control_routes(echo: Echo) -> None:
     base = echo.url + "/sandbox"
-    assert requests.post(base + "/orders/a%20b/ping", json={"x": 1}, timeout=5).json() == {"pong": {"x": 1}}
+    pong = requests.post(base + "/orders/a%20b/ping", json={"x": 1}, timeout=5).json()
+    assert pong == {"pong": {"x": 1}, "order": "a b"}
     assert requests.post(base + "/orders/a%20b/ping", data=b"[", timeout=5).status_code == 400
     assert requests.get(base + "/nothing", timeout=5).status_code == 404
     switched = requests.post(base + "/switches", json={"slow": 2, "broken": True}, timeout=5).json()

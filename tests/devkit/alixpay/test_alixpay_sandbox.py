@@ -22,16 +22,16 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPubl
 from recorders import CallbackRecorder
 
 from config import Named
+from devkit.alixpay.sandbox import AlixSandbox
 from orders.errors import ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.client import AlixPayClient
-from orders.providers.alixpay.sandbox import AlixSandbox
 from orders.providers.alixpay.settings import AlixPaySettings
 
 PARTNER = "rampwatch-test"
 SECRET = "partner-api-secret"
 WEBHOOK = "partner-webhook-secret"
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[3]
 BY_WEBHOOK = "ALIXPAY_PUBLIC_KEY+ALIXPAY_WEBHOOK_SECRET_KEY"
 BY_SECRET = "ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY"
 
@@ -592,7 +592,7 @@ def _run_cli(tmp_path: Path, partner_pem: Path, key_dir: Path) -> tuple[subproce
         [
             sys.executable,
             "-m",
-            "orders.providers.alixpay.sandbox",
+            "devkit.alixpay",
             "--port",
             "0",
             "--partner-code",

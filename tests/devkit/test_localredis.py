@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from redis import Redis
 
-from workers import localredis
+from devkit import localredis
 
 
 def test_falls_back_to_the_bundled_valkey_when_nothing_is_on_path(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,8 @@ import pytest
 from recorders import CallbackRecorder
 
 from config import Named, PollPolicy
+from devkit.fuspay.sandbox import FuspaySandbox
 from orders.providers.fuspay import signing
-from orders.providers.fuspay.sandbox import FuspaySandbox
 from orders.providers.fuspay.settings import FuspaySettings
 from orders.providers.jsformat import js_stringify
 
@@ -22,7 +22,7 @@ PUBLIC = "pk_partner_test_0001"
 SECRET = "sk_partner_test_0001"
 PUBLIC_OLD = "pk_partner_test_0000"
 SECRET_OLD = "sk_partner_test_0000"
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "fuspay"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "fuspay"
 CURRENT = "FUSPAY_PUBLIC_KEY+FUSPAY_SECRET_KEY"
 
 

@@ -28,65 +28,50 @@ switches, ``deliveries`` and ``truth()``; the Python API also accepts the
 order when the call names one order). Nothing personal (IP, user agent,
 addresses) is logged. A control API under ``/sandbox/`` mirrors the Python API.
 
-Run it: ``python -m orders.providers.changelly.sandbox --help``.
+Run it alone: ``python -m devkit.changelly --help`` (``devkit.changelly.cli``); its
+orders are ``devkit.changelly.model``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import hashlib
 import hmac
-import ipaddress
 import math
 import re
-import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from decimal import ROUND_DOWN, Decimal, InvalidOperation
-from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
-from orders.providers.changelly import signing
-from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH
-from orders.providers.sandboxkit import (
+from devkit.changelly.model import (
+    SELL_OPTIONAL,
+    STATUSES,
+    apply_status,
+    check_sell,
+    js_number,
+    new_order,
+    parse_time,
+)
+from devkit.kit import (
     Reply,
     Request,
     SandboxKit,
     check_nonempty,
     compact,
-    load_or_create_rsa_key,
-    load_rsa_public_key,
     new_rsa_key,
     parse_object,
-    run_cli,
+    route,
+    rules_map,
 )
+from orders.providers.changelly import signing
+from orders.providers.changelly.client import MAX_LIMIT, ORDERS_PATH, SELL_ORDERS_PATH
 
-STATUSES = ("created", "pending", "hold", "complete", "failed", "refunded", "expired")
-INITIAL_STATUS = "created"
 SHAPES = ("object", "array")
 SANDBOX_ORDER_PREFIX = "/v1/sandbox/order/"
-MAX_ID = 128
 MAX_RATE_LIMIT = 1000
-MIN_AMOUNT = Decimal("0.0001")
-MAX_AMOUNT = Decimal("1000000")
-# Fixed fake rates (fiat per unit of crypto) and fee for payoutAmount.
-RATES = {"BTC": Decimal("60000"), "ETH": Decimal("3000"), "USDT": Decimal("1"), "USDC": Decimal("1")}
-FEE = Decimal("0.02")
-
-SELL_REQUIRED = (
-    "externalOrderId",
-    "externalUserId",
-    "providerCode",
-    "currencyFrom",
-    "currencyTo",
-    "amountFrom",
-    "country",
-)
-SELL_OPTIONAL = ("state", "ip", "refundAddress", "paymentMethod", "userAgent", "metadata")
 LIST_FILTERS = ("orderId", "externalOrderId", "externalUserId", "status")
 LIST_SCALARS = ("startDate", "endDate", "offset", "limit")
 _FILTER_NAME = re.compile(r"^(?P<name>[A-Za-z]+)(?:\[\d*\])?$")
@@ -98,7 +83,19 @@ EXTRA_SWITCHES: dict[str, Any] = {
     "detail_delay": 0.0,
     "detail_fail": False,
 }
-_GLOBAL_ONLY = frozenset({"rate_limit", "retry_after"})
+API = rules_map(
+    [
+        Rule(SELL_ORDERS_PATH, methods=["POST"], endpoint="_api_create"),
+        Rule(ORDERS_PATH, methods=["GET"], endpoint="_api_list"),
+        Rule(f"{SANDBOX_ORDER_PREFIX}<order_id>", methods=["PATCH"], endpoint="_api_patch"),
+        # POST as documented, GET as its cURL sample has it (doc bug C-5)
+        Rule(
+            f"{SANDBOX_ORDER_PREFIX}<order_id>/resend-callback",
+            methods=["POST", "GET"],
+            endpoint="_api_resend",
+        ),
+    ]
+)
 
 
 class ChangellySandbox(SandboxKit):
@@ -106,6 +103,8 @@ class ChangellySandbox(SandboxKit):
 
     name = "changelly"
     extra_switches = EXTRA_SWITCHES
+    switch_limits = {"rate_limit": MAX_RATE_LIMIT}
+    global_switches = ("rate_limit", "retry_after")
     known_steps = STATUSES
     step_noun = "statuses"
 
@@ -168,12 +167,12 @@ class ChangellySandbox(SandboxKit):
             "amountFrom": amount_from,
             "country": country,
         }
-        problem = _check_sell(request)
+        problem = check_sell(request)
         if problem is not None:
             raise ValueError(problem[1])
         if created_at is not None and created_at.tzinfo is None:
             raise ValueError("created_at must be timezone-aware")
-        order = _new_order(request, created_at or datetime.now(UTC))
+        order = new_order(request, created_at or datetime.now(UTC))
         return self._insert(order)
 
     def advance(self, order_id: str, status: str) -> dict[str, Any]:
@@ -184,7 +183,7 @@ class ChangellySandbox(SandboxKit):
         with self._lock:
             external = self._resolve(order_id)
             order = self._orders[external]
-            _apply_status(order, status)
+            apply_status(order, status)
             self.log.info("order %s -> %s", external, status)
             self._emit_locked(external)
             return copy.deepcopy(order)
@@ -204,19 +203,11 @@ class ChangellySandbox(SandboxKit):
     def set_switches(
         self, order_id: str | None = None, *, reset: bool = False, **switches: Any
     ) -> dict[str, Any]:
-        if order_id is not None and _GLOBAL_ONLY & set(switches):
-            raise ValueError(f"{', '.join(sorted(_GLOBAL_ONLY & set(switches)))}: global switches only")
+        """The kit's, and an order may be named by its ``orderId`` too."""
         if order_id is not None:
             with self._lock:
                 order_id = self._ids.get(order_id, order_id)
         return super().set_switches(order_id, reset=reset, **switches)
-
-    def _check_switch(self, name: str, value: Any) -> Any:
-        if name == "rate_limit":
-            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_RATE_LIMIT:
-                raise ValueError(f"rate_limit: expected an integer 0..{MAX_RATE_LIMIT}")
-            return value
-        return super()._check_switch(name, value)
 
     # -- internals: orders and callbacks
 
@@ -258,26 +249,21 @@ class ChangellySandbox(SandboxKit):
             return limited
         if not self._authentic(request):
             return _error(401, "unauthorized", "Unauthorized")
-        if request.path == SELL_ORDERS_PATH:
-            if request.method != "POST":
+        try:
+            endpoint, values = route(API, request)
+        except HTTPException as exc:
+            if exc.code == 405:
                 return _error(405, "validation", "Method not allowed")
-            return self._api_create(request.raw)
-        if request.path == ORDERS_PATH:
-            if request.method != "GET":
-                return _error(405, "validation", "Method not allowed")
-            return self._api_list(request)
-        if request.path.startswith(SANDBOX_ORDER_PREFIX):
-            return self._api_sandbox(request)
-        return _error(404, "notFound", "Not found")
+            return _error(404, "notFound", "Not found")
+        return getattr(self, endpoint)(request, **values)
 
     def _take_rate_limit(self) -> Reply | None:
         with self._lock:
-            left = self._switches["rate_limit"]
-            if left <= 0:
+            if not self._faults.consume("rate_limit"):
                 return None
-            self._switches["rate_limit"] = left - 1
-            retry_after = self._switches["retry_after"]
-        self.log.info("answering 429 by switch (%d left)", left - 1)
+            switches = self._effective(None)
+            left, retry_after = switches["rate_limit"], switches["retry_after"]
+        self.log.info("answering 429 by switch (%d left)", left)
         return (
             429,
             _error_body("tooManyRequests", "Too many requests"),
@@ -300,16 +286,16 @@ class ChangellySandbox(SandboxKit):
             )
         return key_ok and signed
 
-    def _api_create(self, raw: bytes) -> Reply:
-        body = parse_object(raw)
+    def _api_create(self, request: Request) -> Reply:
+        body = parse_object(request.raw)
         if body is None:
             return _error(400, "validation", "Body must be a JSON object")
-        problem = _check_sell(body)
+        problem = check_sell(body)
         if problem is not None:
             kind, message, cause = problem
             details = [{"cause": cause[0], "value": cause[1]}] if cause else None
             return _error(400, kind, message, details)
-        order = _new_order(body, datetime.now(UTC))
+        order = new_order(body, datetime.now(UTC))
         try:
             self._insert(order)
         except ValueError:
@@ -323,7 +309,7 @@ class ChangellySandbox(SandboxKit):
             "currencyFrom": order["currencyFrom"],
             "currencyTo": order["currencyTo"],
             # The create answer has amountFrom as a number (seed S3 sample; doc bug C-2).
-            "amountFrom": _js_number(order["amountFrom"]),
+            "amountFrom": js_number(order["amountFrom"]),
         }
         for name in ("country", *SELL_OPTIONAL):
             answer[name] = order.get(name)
@@ -354,8 +340,8 @@ class ChangellySandbox(SandboxKit):
                 copy.deepcopy(o)
                 for o in self._orders.values()
                 if all(str(o.get(name)) in wanted for name, wanted in filters.items())
-                and (start is None or _parse_time(o["createdAt"]) >= start)
-                and (end is None or _parse_time(o["createdAt"]) <= end)
+                and (start is None or parse_time(o["createdAt"]) >= start)
+                and (end is None or parse_time(o["createdAt"]) <= end)
             ]
         found.sort(key=lambda o: (o["createdAt"], o["orderId"]))
         page = found[offset : offset + limit]
@@ -374,57 +360,61 @@ class ChangellySandbox(SandboxKit):
                     return None
         return None
 
-    def _api_sandbox(self, request: Request) -> Reply:
-        rest = request.path[len(SANDBOX_ORDER_PREFIX) :].split("/")
-        match (request.method, rest):
-            case ("PATCH", [order_id]) if order_id:
-                body = parse_object(request.raw)
-                status = body.get("status") if body is not None else None
-                if status not in STATUSES:
-                    return _error(
-                        400,
-                        "validation",
-                        "status must be one of " + ", ".join(STATUSES),
-                        [{"cause": "status", "value": str(status)[:64]}],
-                    )
-                if not self._is_order_id(order_id):
-                    return _error(404, "notFound", "Order not found")
-                return 200, self.advance(order_id, status)
-            case ("POST" | "GET", [order_id, "resend-callback"]) if order_id:
-                if not self._is_order_id(order_id):
-                    return _error(404, "notFound", "Order not found")
-                order = self.resend(order_id)
-                return 200, {"orderId": order["orderId"], "status": order["status"]}
-        return _error(404, "notFound", "Not found")
+    def _api_patch(self, request: Request, order_id: str) -> Reply:
+        body = parse_object(request.raw)
+        status = body.get("status") if body is not None else None
+        if status not in STATUSES:
+            return _error(
+                400,
+                "validation",
+                "status must be one of " + ", ".join(STATUSES),
+                [{"cause": "status", "value": str(status)[:64]}],
+            )
+        if not self._is_order_id(order_id):
+            return _error(404, "notFound", "Order not found")
+        return 200, self.advance(order_id, status)
+
+    def _api_resend(self, request: Request, order_id: str) -> Reply:
+        if not self._is_order_id(order_id):
+            return _error(404, "notFound", "Order not found")
+        order = self.resend(order_id)
+        return 200, {"orderId": order["orderId"], "status": order["status"]}
 
     def _is_order_id(self, order_id: str) -> bool:
         with self._lock:
             return order_id in self._ids
 
-    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
-        match (method, parts):
-            case ("POST", ["orders"]):
-                try:
-                    order = self.create_order(
-                        body.get("externalOrderId"),  # type: ignore[arg-type]
-                        amount_from=body.get("amountFrom", "0.01"),
-                        currency_from=body.get("currencyFrom", "BTC"),
-                        currency_to=body.get("currencyTo", "EUR"),
-                    )
-                except ValueError as exc:
-                    return 400, {"error": str(exc)}
-                return 200, order
-            case ("POST", ["orders", order_id, "advance"]):
-                status = body.get("status")
-                if status not in STATUSES:
-                    return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
-                try:
-                    return 200, self.advance(order_id, status)
-                except KeyError:
-                    return 404, {"error": "unknown order"}
-            case ("GET", ["public-key"]):
-                return 200, {"pem": self.callback_public_key_pem.decode("ascii")}
-        return None
+    # -- control API (under /sandbox/, beside the kit's routes)
+
+    control_rules = (
+        Rule("/orders", methods=["POST"], endpoint="_control_create"),
+        Rule("/orders/<order_id>/advance", methods=["POST"], endpoint="_control_advance"),
+        Rule("/public-key", methods=["GET"], endpoint="_control_public_key"),
+    )
+
+    def _control_create(self, body: dict[str, Any]) -> Reply:
+        try:
+            order = self.create_order(
+                body.get("externalOrderId"),  # type: ignore[arg-type]
+                amount_from=body.get("amountFrom", "0.01"),
+                currency_from=body.get("currencyFrom", "BTC"),
+                currency_to=body.get("currencyTo", "EUR"),
+            )
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        return 200, order
+
+    def _control_advance(self, body: dict[str, Any], order_id: str) -> Reply:
+        status = body.get("status")
+        if status not in STATUSES:
+            return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
+        try:
+            return 200, self.advance(order_id, status)
+        except KeyError:
+            return 404, {"error": "unknown order"}
+
+    def _control_public_key(self, body: dict[str, Any]) -> Reply:
+        return 200, {"pem": self.callback_public_key_pem.decode("ascii")}
 
 
 # -- helpers
@@ -438,81 +428,11 @@ def _error(status: int, kind: str, message: str, details: list[dict[str, str]] |
     return status, _error_body(kind, message, details)
 
 
-def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, int | float | str):
-        return None
-    try:
-        d = Decimal(str(value).strip())
-    except InvalidOperation:
-        return None
-    return d if d.is_finite() else None
-
-
-def _check_sell(body: Mapping[str, Any]) -> tuple[str, str, tuple[str, str] | None] | None:
-    """(errorType, message, (cause, value) or None) for a refused sell order, or None."""
-    missing = [
-        n
-        for n in SELL_REQUIRED
-        if n != "amountFrom" and (not isinstance(body.get(n), str) or not body.get(n))
-    ]
-    if missing:
-        return "validation", f"Missing or invalid: {', '.join(missing)}", (missing[0], "required")
-    unknown = sorted(set(body) - set(SELL_REQUIRED) - set(SELL_OPTIONAL))
-    if unknown:
-        return (
-            "validation",
-            f"Unknown fields: {', '.join(u[:64] for u in unknown[:5])}",
-            (unknown[0][:64], "unknown"),
-        )
-    for name in SELL_OPTIONAL:
-        value = body.get(name)
-        if value is not None and not isinstance(value, dict if name == "metadata" else str):
-            return "validation", f"Invalid {name}", (name, "invalid")
-    if len(body["externalOrderId"]) > MAX_ID or len(body["externalUserId"]) > MAX_ID:
-        return "validation", "Id too long", ("externalOrderId", str(MAX_ID))
-    if not re.fullmatch(r"[A-Z]{2}", body["country"]):
-        return "validation", "Invalid country", ("country", "ISO 3166-1 alpha-2")
-    if body["country"] == "US" and not body.get("state"):
-        return "state", "State is required for the US", None
-    ip = body.get("ip")
-    if ip is not None:
-        try:
-            ipaddress.ip_address(ip)
-        except ValueError:
-            return "validation", "Invalid ip", ("ip", "invalid")
-    for name in ("currencyFrom", "currencyTo"):
-        if not re.fullmatch(r"[A-Z0-9][A-Z0-9_-]{0,31}", body[name]):
-            return "currency", f"Invalid {name}", (name, "invalid")
-    amount = _decimal(body.get("amountFrom"))
-    if amount is None:
-        return "validation", "Invalid amountFrom", ("amountFrom", "invalid")
-    if amount < MIN_AMOUNT:
-        return "limits", "Limits error", ("min", format(MIN_AMOUNT, "f"))
-    if amount > MAX_AMOUNT:
-        return "limits", "Limits error", ("max", format(MAX_AMOUNT, "f"))
-    return None
-
-
-def _js_number(text: str) -> int | float:
-    """A decimal string as a JSON number, integral ones without ``.0`` (as Node writes them)."""
-    d = Decimal(text)
-    return int(d) if d == d.to_integral_value() else float(d)
-
-
-def _js_time(moment: datetime) -> str:
-    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _parse_time(text: str) -> datetime:
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
-
-
 def _query_date(value: str | None, name: str) -> datetime | None:
     if value is None:
         return None
     try:
-        return _parse_time(value)
+        return parse_time(value)
     except ValueError:
         raise ValueError(f"{name} must be an ISO 8601 date-time") from None
 
@@ -523,99 +443,3 @@ def _query_int(value: str | None, name: str, default: int, low: int, high: int) 
     if not re.fullmatch(r"\d{1,10}", value) or not low <= int(value) <= high:
         raise ValueError(f"{name} must be an integer {low}..{high}")
     return int(value)
-
-
-def _new_order(request: Mapping[str, Any], created_at: datetime) -> dict[str, Any]:
-    order_id = str(uuid.uuid4())
-    amount = _decimal(request["amountFrom"])
-    assert amount is not None
-    currency_from, currency_to = request["currencyFrom"], request["currencyTo"]
-    return {
-        "redirectUrl": f"https://fiat-sandbox.invalid/public/f2c/redirect/transactions/{order_id}/provider",
-        "orderId": order_id,
-        "status": INITIAL_STATUS,
-        "externalUserId": request["externalUserId"],
-        "externalOrderId": request["externalOrderId"],
-        "providerCode": request["providerCode"],
-        "currencyFrom": currency_from,
-        "currencyTo": currency_to,
-        # As a string, as the callback sample has it (doc bug C-2).
-        "amountFrom": format(amount.normalize(), "f"),
-        "country": request["country"],
-        "state": request.get("state"),
-        "ip": request.get("ip"),
-        "refundAddress": request.get("refundAddress"),
-        "paymentMethod": request.get("paymentMethod"),
-        "userAgent": request.get("userAgent"),
-        "metadata": request.get("metadata"),
-        "createdAt": _js_time(created_at),
-        "payinAmount": format(amount.normalize(), "f"),
-        "payoutAmount": "0",
-        "payinCurrency": currency_from,
-        "payoutCurrency": currency_to,
-        "transactionHash": None,
-    }
-
-
-def _apply_status(order: dict[str, Any], status: str) -> None:
-    order["status"] = status
-    if status in ("pending", "hold", "complete") and order["payoutAmount"] == "0":
-        rate = RATES.get(order["currencyFrom"], Decimal("1"))
-        payout = (Decimal(order["amountFrom"]) * rate * (1 - FEE)).quantize(Decimal("0.01"), ROUND_DOWN)
-        order["payoutAmount"] = format(payout, "f")
-    if status in ("pending", "hold", "complete") and order["transactionHash"] is None:
-        order["transactionHash"] = hashlib.sha256(f"{order['orderId']}|tx".encode()).hexdigest()
-
-
-# -- CLI
-
-
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--api-key", required=True, help="the X-Api-Key to expect")
-    p.add_argument(
-        "--partner-public-key", required=True, metavar="PATH", help="PEM of the partner's public key"
-    )
-    p.add_argument(
-        "--callback-key-dir",
-        default=None,
-        metavar="DIR",
-        help="keep the callback key pair here (callback_private.pem, callback_public.pem); reused across restarts",
-    )
-    p.add_argument("--response-shape", choices=SHAPES, default="object", help="GET /v1/orders answer shape")
-
-
-def _build(args: argparse.Namespace) -> ChangellySandbox:
-    partner_key = load_rsa_public_key(Path(args.partner_public_key))
-    callback_key = None
-    if args.callback_key_dir:
-        key_dir = Path(args.callback_key_dir)
-        callback_key = load_or_create_rsa_key(
-            key_dir / "callback_private.pem",
-            key_dir / "callback_public.pem",
-            # PKCS#1 both, as Changelly hands keys out (signing.private_key_pem, public_key_pem)
-            private_format=serialization.PrivateFormat.TraditionalOpenSSL,
-            public_format=serialization.PublicFormat.PKCS1,
-        )
-    return ChangellySandbox(
-        api_key=args.api_key,
-        partner_public_key=partner_key,
-        callback_private_key=callback_key,
-        callback_url=args.callback_url,
-        response_shape=args.response_shape,
-        port=args.port,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(
-        ChangellySandbox.name,
-        argv,
-        description="A fake Changelly Fiat API on 127.0.0.1 (orders in memory; control API under /sandbox/).",
-        callback_help="where callbacks are POSTed (loopback only)",
-        add_arguments=_arguments,
-        build=_build,
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,7 +1,7 @@
 """A real HTTP fake of AliX Pay, for tests and local development.
 
 It speaks the three partner endpoints the client uses (create sell order, create
-cash-out, order detail) over a stdlib ``ThreadingHTTPServer`` bound to 127.0.0.1,
+cash-out, order detail) over the kit's Werkzeug server bound to 127.0.0.1,
 verifies our request signatures exactly as documented (the pipe-joined strings of
 providers.md 1.2, with doc bug A-8 resolved as the client resolves it), and signs
 every order object it serves (answers and IPNs) with its own AliX key over
@@ -20,106 +20,66 @@ drive it.
 IPNs are POSTed by one background worker, one attempt each (AliX documents no
 retries), 5 s timeout, in due-time order; what was actually POSTed is recorded in
 ``deliveries``. Only loopback addresses are served or called. The server, the
-switches and the IPN courier are the shared ``orders.providers.sandboxkit``.
+switches and the IPN courier are the shared ``devkit.kit``.
 
-Run it: ``python -m orders.providers.alixpay.sandbox --help``.
+Run it alone: ``python -m devkit.alixpay --help`` (``devkit.alixpay.cli``); its orders
+are ``devkit.alixpay.model``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
 
 from config import Named
-from orders.providers.alixpay import signing
-from orders.providers.alixpay.client import CASHOUT_PATH, DETAILS_PATH, SELL_ORDER_PATH
-from orders.providers.sandboxkit import (
+from devkit.alixpay.model import (
+    CASHOUT_MIN_FIAT,
+    CASHOUT_REQUIRED,
+    CASHOUT_SIGNED,
+    DETAILS_REQUIRED,
+    DETAILS_SIGNED,
+    MAX_ORDER_ID,
+    NUMERIC_FIELDS,
+    ORDER_TYPES,
+    SELL_REQUIRED,
+    SELL_SIGNED,
+    STATUSES,
+    apply_status,
+    dig,
+    new_order,
+    positive_number,
+    present,
+    text,
+    valid_order_id,
+)
+from devkit.kit import (
     Reply,
     Request,
     SandboxKit,
     check_nonempty,
     compact,
-    finite_number,
-    load_or_create_rsa_key,
-    load_rsa_public_key,
     new_rsa_key,
     parse_object,
-    run_cli,
+    route,
+    rules_map,
 )
+from orders.providers.alixpay import signing
+from orders.providers.alixpay.client import CASHOUT_PATH, DETAILS_PATH, SELL_ORDER_PATH
 
-STATUSES = (
-    "AWAITING_PAYMENT",
-    "PAYMENT_COMPLETED",
-    "PROCESSING_TOKEN_TRANSFER",
-    "SUCCESS",
-    "FAIL",
-    "ERROR",
-)
-INITIAL_STATUS = "AWAITING_PAYMENT"
-ORDER_TYPES = ("sell", "cashout")
 IPN_BY_WEBHOOK_KEY = "webhook"  # the webhookSecretKey the order was created with
 IPN_BY_PARTNER_KEY = "secret"  # the partner API secretKey
 IPN_SECRETS = (IPN_BY_WEBHOOK_KEY, IPN_BY_PARTNER_KEY)
 
-CASHOUT_MIN_FIAT = 50_000  # "VND 10000 (Sandbox: 50000)" (S1)
-PRICE_PER_TOKEN = 25_000  # fiat per token; a fixed fake rate
-ORDER_TTL = timedelta(minutes=30)
-MAX_ORDER_ID = 128
-
-# The request strings AliX verifies, as documented (field names; dotted = nested).
-SELL_SIGNED = ("partnerCode", "externalOrderId", "currency", "amount", "network", "paymentMethod", "bankCode")
-CASHOUT_SIGNED = (
-    "partnerCode",
-    "externalOrderId",
-    "cryptoCurrency",
-    "fiatAmount",
-    "extendInfo.recipientBankCode",
-    "extendInfo.recipientNumber",
-    "extendInfo.transferContent",
-    "userEmail",
+API = rules_map(
+    Rule(path, methods=["POST"], endpoint=api)
+    for path, api in ((SELL_ORDER_PATH, "sell"), (CASHOUT_PATH, "cashout"), (DETAILS_PATH, "details"))
 )
-DETAILS_SIGNED = ("partnerCode", "externalOrderId")
-
-SELL_REQUIRED = (
-    "partnerCode",
-    "externalOrderId",
-    "currency",
-    "fiatAmount",
-    "network",
-    "bankCode",
-    "bankAccountNumber",
-    "bankAccountName",
-    "webhookSecretKey",
-    "signature",
-)
-CASHOUT_REQUIRED = (
-    "partnerCode",
-    "externalOrderId",
-    "cryptoCurrency",
-    "fiatAmount",
-    "userEmail",
-    "webhookSecretKey",
-    "signature",
-)
-DETAILS_REQUIRED = ("partnerCode", "externalOrderId", "signature")
-NUMERIC_FIELDS = frozenset({"fiatAmount"})
-
-DESCRIPTIONS = {
-    "AWAITING_PAYMENT": "Order created, awaiting payment",
-    "PAYMENT_COMPLETED": "Payment completed",
-    "PROCESSING_TOKEN_TRANSFER": "Processing token transfer",
-    "SUCCESS": "Transaction completed",
-    "FAIL": "Transaction failed",
-    "ERROR": "Transaction error",
-}
 
 # Beyond the kit's common switches (drop, drop_rate, seed, duplicate, delay, reorder).
 EXTRA_SWITCHES: dict[str, Any] = {
@@ -184,13 +144,13 @@ class AlixSandbox(SandboxKit):
 
     def create_order(self, external_order_id: str, fiat_amount: float, type: str = "sell") -> dict[str, Any]:
         """Create an order at AWAITING_PAYMENT directly (no request signature); the order, unsigned."""
-        if not _valid_order_id(external_order_id):
+        if not valid_order_id(external_order_id):
             raise ValueError(f"externalOrderId must be a string of 1..{MAX_ORDER_ID} characters")
-        if not _positive_number(fiat_amount):
+        if not positive_number(fiat_amount):
             raise ValueError("fiatAmount must be a positive number")
         if type not in ORDER_TYPES:
             raise ValueError(f"type must be one of {', '.join(ORDER_TYPES)}")
-        order = _new_order(external_order_id, type, fiat_amount)
+        order = new_order(external_order_id, type, fiat_amount)
         self._insert(order, self.webhook_secret_key)
         return self.order(external_order_id)
 
@@ -203,7 +163,7 @@ class AlixSandbox(SandboxKit):
             order = self._orders.get(external_order_id)
             if order is None:
                 raise KeyError(external_order_id)
-            _apply_status(order, status)
+            apply_status(order, status)
             self.log.info("order %s -> %s", external_order_id, status)
             self._emit_locked(external_order_id)
             return copy.deepcopy(order)
@@ -254,7 +214,7 @@ class AlixSandbox(SandboxKit):
         signature = body.get("signature")
         if not isinstance(signature, str):
             return False
-        fields = [_dig(body, name) for name in names]
+        fields = [dig(body, name) for name in names]
         try:
             return (
                 signing.verify(
@@ -271,11 +231,10 @@ class AlixSandbox(SandboxKit):
     # -- internals: HTTP
 
     def _handle(self, request: Request) -> Reply:
-        api = {SELL_ORDER_PATH: "sell", CASHOUT_PATH: "cashout", DETAILS_PATH: "details"}.get(request.path)
-        if api is None:
-            return 404, {"error": "Not found"}
-        if request.method != "POST":
-            return 405, {"error": "Method not allowed"}
+        try:
+            api, _ = route(API, request)
+        except HTTPException as exc:
+            return exc.code or 404, {"error": "Method not allowed" if exc.code == 405 else "Not found"}
         if api == "details":
             return self._api_details(request.raw)
         return self._api_create(request.raw, api)
@@ -297,14 +256,14 @@ class AlixSandbox(SandboxKit):
         """Why a partner request is refused, or None when it is acceptable."""
         if body is None:
             return "body is not a JSON object"
-        missing = [name for name in required if not _present(body.get(name), numeric=name in NUMERIC_FIELDS)]
+        missing = [name for name in required if not present(body.get(name), numeric=name in NUMERIC_FIELDS)]
         if missing:
             return f"missing or invalid fields: {', '.join(missing)}"
         if body["partnerCode"] != self.partner_code:
             return "unknown partnerCode"
         if not self._request_signed(body, signed):
             return "signature does not verify"
-        if not _valid_order_id(body["externalOrderId"]):
+        if not valid_order_id(body["externalOrderId"]):
             return "externalOrderId too long"
         return None
 
@@ -318,13 +277,13 @@ class AlixSandbox(SandboxKit):
             return self._refuse(problem)
         assert body is not None
         fiat = body["fiatAmount"]
-        if not _positive_number(fiat):
+        if not positive_number(fiat):
             return self._refuse("fiatAmount must be a positive number")
         amount = body.get("amount")
-        if amount is not None and not _positive_number(amount):
+        if amount is not None and not positive_number(amount):
             return self._refuse("amount must be a positive number")
         if kind == "sell":
-            order = _new_order(
+            order = new_order(
                 body["externalOrderId"],
                 "sell",
                 fiat,
@@ -341,16 +300,16 @@ class AlixSandbox(SandboxKit):
             if body.get("fiatCurrency") not in (None, "", "VND"):
                 return self._refuse("cash-out supports VND only")
             extend = body.get("extendInfo") if isinstance(body.get("extendInfo"), dict) else {}
-            order = _new_order(
+            order = new_order(
                 body["externalOrderId"],
                 "cashout",
                 fiat,
                 currency=body["cryptoCurrency"],
                 network="",
-                bank_name=_text(extend.get("recipientBankCode")),
-                bank_account_name=_text(extend.get("recipientName")),
-                bank_account_number=_text(extend.get("recipientNumber")),
-                content=_text(extend.get("transferContent")),
+                bank_name=text(extend.get("recipientBankCode")),
+                bank_account_name=text(extend.get("recipientName")),
+                bank_account_number=text(extend.get("recipientNumber")),
+                content=text(extend.get("transferContent")),
             )
         try:
             signed = self._insert(order, body["webhookSecretKey"])
@@ -373,173 +332,33 @@ class AlixSandbox(SandboxKit):
             signed = self._signed_locked(order_id)
         return self._answer(signed)
 
-    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
-        match (method, parts):
-            case ("POST", ["orders"]):
-                try:
-                    order = self.create_order(
-                        body.get("externalOrderId"), body.get("fiatAmount"), body.get("type") or "sell"
-                    )
-                except ValueError as exc:
-                    return 400, {"error": str(exc)}
-                return 200, order
-            case ("POST", ["orders", order_id, "advance"]):
-                with self._lock:
-                    if order_id not in self._orders:
-                        return 404, {"error": "unknown order"}
-                status = body.get("status")
-                if status not in STATUSES:
-                    return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
-                return 200, self.advance(order_id, status)
-            case ("GET", ["public-key"]):
-                return 200, {"pem": self.alix_public_key_pem.decode("ascii")}
-        return None
+    # -- control API (under /sandbox/, beside the kit's routes)
 
-
-# -- helpers
-
-
-def _positive_number(value: Any) -> bool:
-    return finite_number(value) and value > 0
-
-
-def _present(value: Any, numeric: bool = False) -> bool:
-    if numeric:
-        return finite_number(value)
-    return isinstance(value, str) and value.strip() != ""
-
-
-def _valid_order_id(value: Any) -> bool:
-    return isinstance(value, str) and 0 < len(value) <= MAX_ORDER_ID and value.strip() == value
-
-
-def _text(value: Any) -> str:
-    return value if isinstance(value, str) else ""
-
-
-def _dig(body: dict[str, Any], dotted: str) -> Any:
-    value: Any = body
-    for part in dotted.split("."):
-        if not isinstance(value, dict):
-            return None
-        value = value.get(part)
-    return value
-
-
-def _js_time(moment: datetime) -> str:
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _new_order(
-    external_order_id: str,
-    type_: str,
-    fiat_amount: float,
-    *,
-    currency: str = "USDT",
-    network: str = "TRC20",
-    amount: float | None = None,
-    bank_name: str = "",
-    bank_account_name: str = "",
-    bank_account_number: str = "",
-    content: str = "",
-) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    digest = hashlib.sha256(external_order_id.encode("utf-8")).hexdigest()
-    token_amount = amount if amount is not None else round(fiat_amount / PRICE_PER_TOKEN, 6)
-    return {
-        "externalOrderId": external_order_id,
-        "type": type_,
-        "fiatAmount": fiat_amount,
-        "paidAmount": 0,
-        "tokenTransfer": {
-            "currency": currency,
-            "network": network,
-            "price": PRICE_PER_TOKEN,
-            "amount": token_amount,
-            "walletAddress": "TSandbox" + digest[:26],
-            "txHash": "",
-        },
-        "bankTransfer": {
-            "bankAccountName": bank_account_name,
-            "bankAccountNumber": bank_account_number,
-            "bankName": bank_name,
-            "contentPayment": content or f"ALIX {digest[:10].upper()}",
-            "totalPayment": fiat_amount,
-            "qrUrl": "",
-        },
-        "fees": {"systemFee": 0, "processingFee": 0},
-        "status": INITIAL_STATUS,
-        "description": DESCRIPTIONS[INITIAL_STATUS],
-        "createdAt": _js_time(now),
-        "expiresAt": _js_time(now + ORDER_TTL),
-    }
-
-
-def _apply_status(order: dict[str, Any], status: str) -> None:
-    order["status"] = status
-    order["description"] = DESCRIPTIONS[status]
-    if status in ("PAYMENT_COMPLETED", "PROCESSING_TOKEN_TRANSFER", "SUCCESS"):
-        order["paidAmount"] = order["fiatAmount"]
-    if status in ("PROCESSING_TOKEN_TRANSFER", "SUCCESS") and not order["tokenTransfer"].get("txHash"):
-        seed = f"{order['externalOrderId']}|tx".encode()
-        order["tokenTransfer"]["txHash"] = "0x" + hashlib.sha256(seed).hexdigest()
-
-
-# -- CLI
-
-
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--partner-code", required=True)
-    p.add_argument("--secret-key", required=True, help="the partner API secret key")
-    p.add_argument("--webhook-secret-key", required=True)
-    p.add_argument(
-        "--partner-public-key", required=True, metavar="PATH", help="PEM of the partner's public key"
-    )
-    p.add_argument(
-        "--alix-key-dir",
-        default=None,
-        metavar="DIR",
-        help="keep AliX's key pair here (alix_private.pem, alix_public.pem); reused across restarts",
-    )
-    p.add_argument(
-        "--ipn-secret",
-        choices=IPN_SECRETS,
-        default=IPN_BY_WEBHOOK_KEY,
-        help="which secret ends signed strings",
-    )
-    p.add_argument("--envelope", action="store_true", help="wrap answers in {success, message, data}")
-
-
-def _build(args: argparse.Namespace) -> AlixSandbox:
-    partner_key = load_rsa_public_key(Path(args.partner_public_key))
-    alix_key = None
-    if args.alix_key_dir:
-        key_dir = Path(args.alix_key_dir)
-        # PKCS#8 private, SubjectPublicKeyInfo public: the kit's defaults
-        alix_key = load_or_create_rsa_key(key_dir / "alix_private.pem", key_dir / "alix_public.pem")
-    return AlixSandbox(
-        partner_code=args.partner_code,
-        secret_key=args.secret_key,
-        webhook_secret_key=args.webhook_secret_key,
-        partner_public_key=partner_key,
-        alix_private_key=alix_key,
-        callback_url=args.callback_url,
-        ipn_secret=args.ipn_secret,
-        envelope=args.envelope,
-        port=args.port,
+    control_rules = (
+        Rule("/orders", methods=["POST"], endpoint="_control_create"),
+        Rule("/orders/<order_id>/advance", methods=["POST"], endpoint="_control_advance"),
+        Rule("/public-key", methods=["GET"], endpoint="_control_public_key"),
     )
 
+    def _control_create(self, body: dict[str, Any]) -> Reply:
+        try:
+            order = self.create_order(
+                body.get("externalOrderId"),  # type: ignore[arg-type]
+                body.get("fiatAmount"),  # type: ignore[arg-type]
+                body.get("type") or "sell",
+            )
+        except ValueError as exc:
+            return 400, {"error": str(exc)}
+        return 200, order
 
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(
-        AlixSandbox.name,
-        argv,
-        description="A fake AliX Pay on 127.0.0.1 (orders in memory; control API under /sandbox/).",
-        callback_help="where IPNs are POSTed (loopback only)",
-        add_arguments=_arguments,
-        build=_build,
-    )
+    def _control_advance(self, body: dict[str, Any], order_id: str) -> Reply:
+        with self._lock:
+            if order_id not in self._orders:
+                return 404, {"error": "unknown order"}
+        status = body.get("status")
+        if status not in STATUSES:
+            return 400, {"error": f"unknown status; known: {', '.join(STATUSES)}"}
+        return 200, self.advance(order_id, status)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    def _control_public_key(self, body: dict[str, Any]) -> Reply:
+        return 200, {"pem": self.alix_public_key_pem.decode("ascii")}

@@ -23,7 +23,7 @@ from recorders import CallbackRecorder, Loopback
 from config import Named, PollPolicy
 from orders.providers.changelly.settings import ChangellySettings
 
-FIXTURES = Path(__file__).resolve().parents[3] / "fixtures" / "changelly"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "changelly"
 API_KEY = "changelly-test-api-key"
 
 

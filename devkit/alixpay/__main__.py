@@ -1,0 +1,5 @@
+"""``python -m devkit.alixpay``: see ``devkit.alixpay.cli``."""
+
+from devkit.alixpay.cli import main
+
+raise SystemExit(main())

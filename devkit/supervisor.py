@@ -1,0 +1,184 @@
+"""``make run`` (``python -m devkit``): the whole service on one machine, with the sandboxes.
+
+It uses ``REDIS_URL`` when set, else starts a private Redis (``devkit.localredis``);
+``DATABASE_URL`` when set, else SQLite under ``var/``. Each provider's
+``devkit/<slug>/demo.py`` starts its sandbox with key pairs kept under
+``var/dev/`` and says which settings reach it; the supervisor writes the
+stack's settings to ``var/dev/.env`` for a second shell, runs the Procfile's
+``release`` line, then its ``web``, ``worker`` and ``clock`` lines as real
+processes, runs the demo (``devkit.demo``) and keeps serving until Ctrl-C (or
+SIGTERM), or stops after the demo (``--exit-after-demo``). On the way out it
+stops the processes first, then the sandboxes, then the Redis they used, and
+exits 0. This module owns that order; it reads and extends the environment for
+its children (an exemption from "only config/ reads the environment", named in
+the architecture test).
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from devkit.alixpay import demo as alixpay_demo
+from devkit.changelly import demo as changelly_demo
+from devkit.demo import print_howto, run_demo
+from devkit.dotenv import write_dotenv
+from devkit.fuspay import demo as fuspay_demo
+from devkit.kit import SandboxKit
+from devkit.localredis import NoRedisServer, PrivateRedis, free_port
+from devkit.processes import ProcessGroup, read_procfile, wait_ready
+from devkit.stack import Scenario, Starter, say
+
+CHECKOUT = Path(__file__).resolve().parent.parent  # the Procfile is here, and var/ by default
+PROVIDERS: dict[str, Starter] = {
+    "alixpay": alixpay_demo.start,
+    "fuspay": fuspay_demo.start,
+    "changelly": changelly_demo.start,
+}
+# rampwatch's own settings (config/), written to the .env when the stack has them.
+CORE_SETTINGS = (
+    "DATABASE_URL",
+    "REDIS_URL",
+    "REDIS_TLS_VERIFY",
+    "RAMPWATCH_API_TOKEN",
+    "RAMPWATCH_LOG_LEVEL",
+    "RAMPWATCH_SWEEP_INTERVAL",
+    "RAMPWATCH_SWEEP_BATCH",
+    "RAMPWATCH_POLL_LEASE",
+)
+PROCESSES = ("web", "worker", "clock")
+
+
+@contextmanager
+def _interruptible() -> Iterator[threading.Event]:
+    """An event set by SIGINT (Ctrl-C) or SIGTERM, for the whole run: an interruption is
+    an orderly stop, never a KeyboardInterrupt in the middle of a step."""
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def main(
+    exit_after_demo: bool = False, *, demo: bool = True, root: Path = CHECKOUT, var: Path | None = None
+) -> int:
+    """Run the stack (see the module docstring); the exit code: 0, 1 when the demo failed
+    or a process exited, 2 when no Redis could be started."""
+    with _interruptible() as stop:
+        return _run(stop, exit_after_demo=exit_after_demo, demo=demo, root=root, var=var or root / "var")
+
+
+def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path, var: Path) -> int:
+    dev = var / "dev"
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    redis: PrivateRedis | None = None
+    sandboxes: list[SandboxKit] = []
+    group = ProcessGroup(env, root)
+    try:
+        if not env.get("REDIS_URL"):
+            try:
+                redis = PrivateRedis().start()
+            except NoRedisServer as exc:
+                say(f"cannot start a Redis: {exc}")
+                return 2
+            env["REDIS_URL"] = redis.url
+            say(f"started a private Redis ({Path(redis.server).name}) at {redis.url}")
+        else:
+            say(f"using REDIS_URL={env['REDIS_URL']}")
+        env.setdefault("DATABASE_URL", f"sqlite:///{(var / 'rampwatch.sqlite3').as_posix()}")
+        say(f"database: {env['DATABASE_URL'].split('@')[-1]}")
+        web_port = int(env.get("PORT") or free_port())
+        base = f"http://127.0.0.1:{web_port}"
+        token = env.get("RAMPWATCH_API_TOKEN") or secrets.token_urlsafe(24)
+        env.update(
+            PORT=str(web_port),
+            HOST="127.0.0.1",
+            WEB_CONCURRENCY=env.get("WEB_CONCURRENCY", "2"),
+            RAMPWATCH_API_TOKEN=token,
+            RAMPWATCH_SWEEP_INTERVAL=env.get("RAMPWATCH_SWEEP_INTERVAL", "2"),
+        )
+        stamp = time.strftime("%H%M%S")
+        settings = {name: env[name] for name in CORE_SETTINGS if env.get(name)}
+        scenarios: list[Scenario] = []
+        for start in PROVIDERS.values():
+            part = start(dev, base, env, stamp)
+            sandboxes.append(part.sandbox)
+            settings.update(part.settings)
+            scenarios += part.scenarios
+        env.update(settings)
+        dotenv = write_dotenv(
+            dev / ".env",
+            settings,
+            [f"The settings of the stack `make run` started at {time.strftime('%Y-%m-%d %H:%M:%S')}."],
+        )
+        where = "here" if Path.cwd() == root else str(root)
+        say(f"settings of this stack: {_shown(dotenv)} (a second shell: cd {where} and run rampwatch ...)")
+
+        group = ProcessGroup(env, root)
+        procfile = read_procfile(root / "Procfile")
+        if stop.is_set():
+            return 0
+        if group.run_once("release", procfile["release"]) != 0:
+            say("release failed: see its output above")
+            return 1
+        if stop.is_set():
+            return 0
+        for name in PROCESSES:
+            group.start(name, procfile[name])
+        try:
+            if not wait_ready(f"{base}/readyz", group, stop):
+                return 0
+        except RuntimeError as exc:
+            say(str(exc))
+            return 1
+        say(f"web is ready at {base}")
+        status = 0
+        if demo:
+            status = run_demo(base, token, scenarios, group, stop)
+            if stop.is_set():
+                return 0
+            print_howto(base, token, sandboxes[0].url, _shown(dotenv))
+        if exit_after_demo:
+            return status
+        say("serving; press Ctrl-C to stop")
+        while not stop.wait(0.5):
+            if group.dead():
+                say(f"process(es) exited: {', '.join(group.dead())}; stopping")
+                return 1
+        return status
+    finally:
+        _stop(group, sandboxes, redis)
+
+
+def _stop(group: ProcessGroup, sandboxes: list[SandboxKit], redis: PrivateRedis | None) -> None:
+    """The processes first, then what they use: no process sees its Redis vanish."""
+    if group.children:
+        say(f"stopping {', '.join(name for name, _ in group.children)}")
+        codes = group.stop()
+        failed = {name: code for name, code in codes.items() if code != 0}
+        say(f"stopped {', '.join(codes)}" + (f" (exit codes: {failed})" if failed else ""))
+    for sandbox in sandboxes:
+        sandbox.stop()
+    if sandboxes:
+        say(f"stopped the {', '.join(s.name for s in sandboxes)} sandboxes")
+    if redis is not None:
+        redis.stop()
+        say(f"stopped the private Redis at {redis.url}")
