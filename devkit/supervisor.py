@@ -69,6 +69,24 @@ def _interruptible() -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+def link_dotenv(root: Path, dotenv: Path) -> str | None:
+    """Make ``root/.env`` (what the ``rampwatch`` CLI reads in the working directory)
+    point at the stack's ``dotenv`` when that lives inside ``root``; what to tell the
+    user, or None when there is nothing to say. A ``.env`` of the user's own is
+    never replaced."""
+    try:
+        target = dotenv.resolve().relative_to(root.resolve())
+    except ValueError:
+        return None  # the stack keeps its files elsewhere (tests, --var): leave the checkout alone
+    link = root / ".env"
+    if link.is_symlink() and Path(os.readlink(link)) == target:
+        return None
+    if link.exists() or link.is_symlink():
+        return f"kept your own {link.name}; this stack's settings are in {target}"
+    link.symlink_to(target)
+    return f"{link.name} -> {target}: the rampwatch command reads it in this folder"
+
+
 def _shown(path: Path) -> str:
     try:
         return str(path.relative_to(Path.cwd()))
@@ -131,6 +149,9 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
         )
         where = "here" if Path.cwd() == root else str(root)
         say(f"settings of this stack: {_shown(dotenv)} (a second shell: cd {where} and run rampwatch ...)")
+        linked = link_dotenv(root, dotenv)
+        if linked:
+            say(linked)
 
         group = ProcessGroup(env, root)
         procfile = read_procfile(root / "Procfile")

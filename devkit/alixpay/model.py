@@ -5,7 +5,7 @@ An order is the object AliX serves (answers and IPNs): ``externalOrderId``,
 transfer details around them, in AliX's field order, with its ISO timestamps
 and a deterministic wallet, memo and tx hash per order id. This module owns that
 shape, the status table and descriptions, the fields each partner request must
-carry and the ones its signature covers (providers.md 1.2), as plain data and
+carry and the ones its signature covers (docs/providers.md 1.2), as plain data and
 pure functions the sandbox holds under its lock.
 """
 

@@ -3,7 +3,7 @@
 It speaks the three partner endpoints the client uses (create sell order, create
 cash-out, order detail) over the kit's Werkzeug server bound to 127.0.0.1,
 verifies our request signatures exactly as documented (the pipe-joined strings of
-providers.md 1.2, with doc bug A-8 resolved as the client resolves it), and signs
+docs/providers.md 1.2, with doc bug A-8 resolved as the client resolves it), and signs
 every order object it serves (answers and IPNs) with its own AliX key over
 ``externalOrderId|type|fiatAmount|status|<secret>``. Which secret ends that
 string is unconfirmed at the real AliX (doc bug A-3), so it is a choice here:

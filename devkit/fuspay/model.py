@@ -1,7 +1,7 @@
 """The Fuspay sandbox's orders: events, their effects, and the event bodies Fuspay posts.
 
 An order is the body of its present event: the fields of the seed samples
-(providers.md 2.3; the buy body is built from the reference, as no sample
+(docs/providers.md 2.3; the buy body is built from the reference, as no sample
 exists), in their order, so the signature is made over what Fuspay would send.
 Each event moves the payment sub-statuses and the payout as Fuspay would
 (``EFFECTS``); a KYC hold and a refund add their fields. This module owns that

@@ -9,7 +9,7 @@ otherwise). Creating a sell order emits ``event.sell.init`` to the order's
 ``partner_callback_url``; ``advance`` moves an order through its events, updating
 payment sub-statuses and the payout as Fuspay would, and emits each event.
 
-Event bodies follow the field order of the seed samples (providers.md 2.3; the
+Event bodies follow the field order of the seed samples (docs/providers.md 2.3; the
 buy body is constructed from the reference, no sample exists) and are sent as
 ``JSON.stringify`` would send them, signed by the sandbox's ``recipe`` over the
 body less ``signature`` with the key material of ``key_mode``: the settings

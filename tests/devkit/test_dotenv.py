@@ -75,3 +75,25 @@ def test_nothing_is_written_when_a_value_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         write_dotenv(path, {"A": "fine", "B": "two\nlines"})
     assert not path.exists()
+
+
+def test_make_run_links_its_dotenv_where_the_cli_reads_it(tmp_path: Path) -> None:
+    from devkit.supervisor import link_dotenv
+
+    dotenv = tmp_path / "var" / "dev" / ".env"
+    dotenv.parent.mkdir(parents=True)
+    dotenv.write_text("REDIS_URL=redis://127.0.0.1:1/0\n")
+    assert (
+        link_dotenv(tmp_path, dotenv) == ".env -> var/dev/.env: the rampwatch command reads it in this folder"
+    )
+    assert (tmp_path / ".env").read_text() == "REDIS_URL=redis://127.0.0.1:1/0\n"
+    assert link_dotenv(tmp_path, dotenv) is None  # already there: nothing to say
+    # A .env of one's own is never replaced.
+    (tmp_path / ".env").unlink()
+    (tmp_path / ".env").write_text("MINE=1\n")
+    assert "kept your own .env" in (link_dotenv(tmp_path, dotenv) or "")
+    assert (tmp_path / ".env").read_text() == "MINE=1\n"
+    # A stack kept outside the checkout leaves the checkout alone.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    assert link_dotenv(elsewhere, dotenv) is None and not (elsewhere / ".env").exists()

@@ -136,7 +136,7 @@ def test_default_ranks_follow_the_lifecycle() -> None:
     assert min(RANK.values()) == RANK[S.CREATED]
 
 
-# --------------------------------------------------------------------------- provider maps (DESIGN.md)
+# --------------------------------------------------------------------------- provider maps (docs/architecture.md)
 
 EXPECTED_MAPS: dict[str, dict[str, Status]] = {
     "alixpay": {

@@ -7,7 +7,7 @@ only from the order-detail answer, an answer to our own signed request whose
 signature we verify too (docs: trust). Two IPNs with the same four signed fields
 are one delivery (``identity``), whatever else their bodies say.
 
-Dedup key: ``status:<STATUS>`` per order (providers.md: AliX idempotency key is
+Dedup key: ``status:<STATUS>`` per order (docs/providers.md: AliX idempotency key is
 ``(externalOrderId, status)``).
 """
 
@@ -171,7 +171,7 @@ class AlixPayAdapter:
 
 
 class SellOrderSchema(Schema):
-    """An off-ramp sell order as the partner asks for it (providers.md 1.2)."""
+    """An off-ramp sell order as the partner asks for it (docs/providers.md 1.2)."""
 
     class Meta:
         unknown = "raise"
@@ -193,7 +193,7 @@ class SellOrderSchema(Schema):
 
 
 class CashoutSchema(Schema):
-    """A remittance cash-out (VND only; providers.md 1.2, seed S1)."""
+    """A remittance cash-out (VND only; docs/providers.md 1.2, seed S1)."""
 
     class Meta:
         unknown = "raise"

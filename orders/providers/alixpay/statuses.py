@@ -1,4 +1,4 @@
-"""AliX Pay statuses placed in the canonical lifecycle (DESIGN.md, providers.md 1.5).
+"""AliX Pay statuses placed in the canonical lifecycle (docs/architecture.md, docs/providers.md 1.5).
 
 PAYMENT_COMPLETED and PROCESSING_TOKEN_TRANSFER share a rank: their real order
 is unconfirmed (doc bug A-4). Both mean PROCESSING; of the two, the order shows

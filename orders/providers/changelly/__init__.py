@@ -5,7 +5,7 @@ sent, and callback signatures over ``{"orderId": ...}`` only. ``client``: the
 signed calls (``GET /v1/orders``, ``POST /v1/sell/orders``) and their named
 errors. ``adapter``: callbacks as triggers, polls and backfills as the truth,
 order creation. Its loopback fake for tests and dev runs is ``devkit.changelly``.
-Facts and doc bugs (C-1..C-9): ``reference/providers.md`` section 3.
+Facts and doc bugs (C-1..C-9): ``docs/providers.md`` section 3.
 """
 
 from orders.providers.base import Provider

@@ -16,7 +16,7 @@ signature with other bodies adds no rows (at most one per status per order).
 A poll is ``GET /v1/orders?orderId=<id>`` when Changelly's order id is known,
 else ``?externalOrderId=<ours>``. It reports the present, so a ``pending`` after
 a ``hold`` is the order resuming. Dedup key: ``status:<status>`` per order
-(providers.md: Changelly's idempotency key is ``(orderId, status)``). A poll
+(docs/providers.md: Changelly's idempotency key is ``(orderId, status)``). A poll
 Event's ``raw_body`` is that one order as received (compact JSON), not the page.
 
 Kind: an order is a sell when it has a ``refundAddress`` key (sell orders carry
@@ -327,7 +327,7 @@ _TICKER = validate.Regexp(r"^[A-Z0-9][A-Z0-9_-]{0,31}$", error="an upper-case ti
 
 
 class SellOrderSchema(Schema):
-    """``POST /v1/sell/orders`` as the partner asks for it (seed S3; providers.md 3.2).
+    """``POST /v1/sell/orders`` as the partner asks for it (seed S3; docs/providers.md 3.2).
 
     ``refundAddress`` is optional (doc bug C-4); ``state`` is required for the US.
     ``kind`` ("sell", the only kind) is accepted for symmetry with other providers

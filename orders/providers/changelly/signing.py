@@ -1,4 +1,4 @@
-"""Changelly Fiat API signatures: RSA PKCS#1 v1.5 over SHA-256, base64 (providers.md 3.4).
+"""Changelly Fiat API signatures: RSA PKCS#1 v1.5 over SHA-256, base64 (docs/providers.md 3.4).
 
 Requests: ``X-Api-Signature`` signs the full URL exactly as sent (scheme, host,
 path and query string) followed by the exact JSON body text of a POST/PATCH, or

@@ -1,4 +1,4 @@
-"""Changelly Fiat statuses placed in the canonical lifecycle (DESIGN.md, providers.md 3.5).
+"""Changelly Fiat statuses placed in the canonical lifecycle (docs/architecture.md, docs/providers.md 3.5).
 
 ``hold`` follows ``pending`` (a provider risk check on a transaction under way);
 an order leaves the hold when a poll reports it pending again.

@@ -5,7 +5,7 @@ means a refund only with ``meta_data.status == "refunded"``; any other close is
 reported as ``sell.event.close:<status>``, which the status map does not know, so
 the store records it and raises ``unknown_status``. Unknown event names pass
 through unchanged for the same treatment. Dedup key: ``event:<provider status>``
-(providers.md: Fuspay's idempotency key is ``(partner_order_id, event_name)``).
+(docs/providers.md: Fuspay's idempotency key is ``(partner_order_id, event_name)``).
 
 Details keep only order facts (address, tx hash, network, payment sub-statuses,
 payout status, KYC error type); names, e-mails, phones and account numbers stay
@@ -15,7 +15,7 @@ Polling: GetOrder's ``data`` is undocumented (doc bug F-10), so it is read
 defensively: a dict or a one-element list; its ``event_name`` when present,
 otherwise a status derived from the payment sub-statuses. A sell reported paid
 out is confirmed with FetchTransferStatus, where only COMPLETED or SUCCESSFUL
-means paid (providers.md 2.3); until then it stays ``event.sell.received.crypto``
+means paid (docs/providers.md 2.3); until then it stays ``event.sell.received.crypto``
 and GetOrder's word is kept as the event's ``claimed_status`` (shown in the
 timeline as a claim, never applied). A poll event's raw body is GetOrder's
 answer, followed on a new line by FetchTransferStatus's when that was asked.
@@ -226,7 +226,7 @@ def order_from_answer(answer: Any, order_no: str, partner_id: str) -> dict[str, 
 def _is_about(data: Mapping[str, Any], order_no: str, partner_id: str) -> bool:
     if "partner_order_id" in data:
         return data["partner_order_id"] == order_no
-    # fuspay_order_ref is "<partner_order_id>_<partner id>" (providers.md 2.3)
+    # fuspay_order_ref is "<partner_order_id>_<partner id>" (docs/providers.md 2.3)
     return data.get("fuspay_order_ref") == f"{order_no}_{partner_id}"
 
 
@@ -280,7 +280,7 @@ class FuspayAdapter:
         self, external_order_id: str, *, kind: str | None = None, provider_order_id: str | None = None
     ) -> Event:
         if not external_order_id and provider_order_id:
-            # fuspay_order_ref is "<partner_order_id>_<partner id>" (providers.md 2.3)
+            # fuspay_order_ref is "<partner_order_id>_<partner id>" (docs/providers.md 2.3)
             external_order_id = provider_order_id.removesuffix(f"_{self.settings.partner_id}")
         kinds = (kind,) if kind in KINDS else KINDS
         misses: list[str] = []

@@ -2,7 +2,7 @@
 and the signing oracle.
 
 Every request carries ``Authorization: Bearer <FUSPAY_SECRET_KEY>`` and
-``x-partner-id`` (providers.md 2.1; the public-key bearer of other Fuspay products,
+``x-partner-id`` (docs/providers.md 2.1; the public-key bearer of other Fuspay products,
 doc bug F-8, is not used). Fuspay's answers are not signed: what vouches for
 them is the authenticated TLS request. Errors become named exceptions as for
 every provider (``orders.providers.transport``), plus ``ProviderRejected`` for a

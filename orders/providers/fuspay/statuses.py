@@ -1,4 +1,4 @@
-"""Fuspay Axis event names placed in the canonical lifecycle (DESIGN.md, providers.md 2.3).
+"""Fuspay Axis event names placed in the canonical lifecycle (docs/architecture.md, docs/providers.md 2.3).
 
 The provider status of a Fuspay order is the event name. ``sell.event.close`` (sic,
 doc bug F-3) means REFUNDED only with ``meta_data.status == "refunded"``; the

@@ -282,5 +282,5 @@ def test_json_body_with_a_changed_amount_fails(keys: Keys) -> None:
 def test_unsigned_fields_do_not_affect_verification(keys: Keys) -> None:
     signature = raw_sign(keys.alix.private, f"ord-0007|SELL|100000|SUCCESS|{WEBHOOK_SECRET}".encode())
     body = json.loads(_body("100000.0", signature))
-    body["paidAmount"] = "999999"  # not covered by the signature (DESIGN.md: Trust)
+    body["paidAmount"] = "999999"  # not covered by the signature (docs/architecture.md: Trust)
     assert verify(response_fields(body), body["signature"], current_keys(keys), SECRETS) is not None

@@ -5,7 +5,7 @@ The fixtures are the documented payload shapes, fixed where the docs are broken:
   (``amountFrom`` a number, doc bug C-2).
 * ``sell_order_response_swapped_ids.json``: the same with externalOrderId and
   externalUserId swapped, as one doc sample has them (C-3): must be refused.
-* ``callback.json``: providers.md 3.3's callback sample; its truncated
+* ``callback.json``: docs/providers.md 3.3's callback sample; its truncated
   ``transactionHash`` ("f418…") completed to 64 hex digits. ``createdAt`` without
   a timezone (C-8) is kept: it is data we never parse.
 * ``orders_object.json`` / ``orders_array.json``: ``GET /v1/orders`` in the

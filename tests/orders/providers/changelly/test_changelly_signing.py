@@ -26,7 +26,7 @@ def test_get_signs_the_full_url_with_its_query_and_a_literal_empty_object() -> N
     url = "https://fiat-api.changelly.com/v1/orders?orderId=b38b83f0&limit=1"
     assert signing.request_message(url, None) == (url + "{}").encode()
     sig = signing.sign_request(url, None, keys().partner)
-    # What the recipe in providers.md 3.4 computes, independently of our helper.
+    # What the recipe in docs/providers.md 3.4 computes, independently of our helper.
     public = keys().partner.public_key()
     public.verify(base64.b64decode(sig), (url + "{}").encode(), PKCS1v15(), SHA256())
     assert signing.verify_request(url, None, sig, public)
