@@ -10,6 +10,7 @@ import requests
 from conftest import Stack
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
+from scenarios import changelly_sell, settle_changelly
 
 from orders.providers.changelly.statuses import STATUS_MAP
 from workers import cli
@@ -27,19 +28,7 @@ LIFECYCLES = {
 
 
 def create(stack: Stack, order_id: str) -> str:
-    resp = stack.api(
-        "POST",
-        "/api/orders/changelly",
-        json={
-            "externalOrderId": order_id,
-            "externalUserId": "user-1",
-            "providerCode": "moonpay",
-            "currencyFrom": "BTC",
-            "currencyTo": "EUR",
-            "amountFrom": "0.01",
-            "country": "DE",
-        },
-    )
+    resp = stack.api("POST", "/api/orders/changelly", json=changelly_sell(order_id))
     assert resp.status_code == 201, resp.text
     view = resp.json()
     assert view["status"] == "CREATED" and view["provider_order_id"]
@@ -47,15 +36,7 @@ def create(stack: Stack, order_id: str) -> str:
     return view["provider_order_id"]
 
 
-def settle(stack: Stack) -> None:
-    """Deliver what the sandbox holds, apply it, then run the polls it triggered
-    (including those deferred to the end of their window)."""
-    stack.changelly.flush()
-    assert stack.changelly.wait_idle(20)
-    stack.drain()
-    if ScheduledJobRegistry(POLLS, connection=stack.runtime.redis, serializer=JSONSerializer).count:
-        time.sleep(1.2)  # CHANGELLY_CALLBACK_POLL_WINDOW is 1 s in the tests
-    stack.drain()
+settle = settle_changelly
 
 
 def canonical(status: str) -> str:

@@ -20,6 +20,7 @@ from conftest import Stack
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry, ScheduledJobRegistry
 from rq.serializers import JSONSerializer
+from scenarios import changelly_sell, settle_changelly
 
 from orders.errors import ProviderDisabled
 from orders.events import Event
@@ -107,30 +108,12 @@ def test_an_unknown_status_does_not_fix_the_amount(stack: Stack) -> None:
 
 
 def _changelly_order(stack: Stack, order_id: str) -> str:
-    resp = stack.api(
-        "POST",
-        "/api/orders/changelly",
-        json={
-            "externalOrderId": order_id,
-            "externalUserId": "user-1",
-            "providerCode": "moonpay",
-            "currencyFrom": "BTC",
-            "currencyTo": "EUR",
-            "amountFrom": "0.01",
-            "country": "DE",
-        },
-    )
+    resp = stack.api("POST", "/api/orders/changelly", json=changelly_sell(order_id))
     assert resp.status_code == 201, resp.text
     return resp.json()["provider_order_id"]
 
 
-def _settle_changelly(stack: Stack) -> None:
-    stack.changelly.flush()
-    assert stack.changelly.wait_idle(20)
-    stack.drain()
-    if ScheduledJobRegistry(POLLS, connection=stack.runtime.redis, serializer=JSONSerializer).count:
-        time.sleep(1.2)  # CHANGELLY_CALLBACK_POLL_WINDOW is 1 s in the tests
-    stack.drain()
+_settle_changelly = settle_changelly
 
 
 def test_a_changelly_claim_is_shown_as_a_claim_never_as_state(stack: Stack) -> None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from conftest import Stack
+from scenarios import alixpay_sell, changelly_sell, fuspay_sell
 
 from orders.errors import SignatureInvalid
 from orders.events import ANSWER_SOURCES, COVERABLE, COVERS_ALL, Event
@@ -56,51 +57,12 @@ def _changelly_callback(stack: Stack, order_id: str) -> tuple[bytes, dict[str, s
 
 
 CASES: dict[str, Case] = {
-    "alixpay": Case(
-        request=lambda oid: {
-            "externalOrderId": oid,
-            "currency": "USDT",
-            "network": "TRC20",
-            "fiatAmount": 500000,
-            "bankCode": "VCB",
-            "bankAccountNumber": "0123456789",
-            "bankAccountName": "NGUYEN VAN A",
-        },
-        callback=_alix_callback,
-    ),
+    "alixpay": Case(request=alixpay_sell, callback=_alix_callback),
     "fuspay": Case(
-        request=lambda oid: {
-            "partner_order_id": oid,
-            "chain": "usdt-trc20",
-            "crypto_amount": "25.5",
-            "fiat_currency_to_receive": "NGN",
-            "partner_callback_url": "http://127.0.0.1:9/webhooks/fuspay",
-            "seller_phone": "+2348000000000",
-            "seller_email": "seller@example.com",
-            "first_name": "Avis",
-            "last_name": "Charles",
-            "account_name": "Avis Charles",
-            "account_number": "0123456789",
-            "account_code": "090405",
-            "intrapay_merchant_id": "ipm-001",
-            "markup_fee": "0.5",
-            "refund_wallet_address": "0xrefund",
-        },
+        request=lambda oid: fuspay_sell(oid, partner_callback_url="http://127.0.0.1:9/webhooks/fuspay"),
         callback=_fuspay_callback,
     ),
-    "changelly": Case(
-        request=lambda oid: {
-            "externalOrderId": oid,
-            "externalUserId": "user-1",
-            "providerCode": "moonpay",
-            "currencyFrom": "BTC",
-            "currencyTo": "EUR",
-            "amountFrom": "0.01",
-            "country": "DE",
-        },
-        callback=_changelly_callback,
-        backfills=True,
-    ),
+    "changelly": Case(request=changelly_sell, callback=_changelly_callback, backfills=True),
 }
 
 

@@ -23,6 +23,7 @@ from fuspay_testkit import (  # noqa: F401 - fixtures
     signed,
     wire,
 )
+from scenarios import fuspay_sell
 
 from config import Named, PollPolicy
 from devkit.fuspay.model import SELL_EVENTS
@@ -337,24 +338,7 @@ def test_oracle_answer_without_signature_is_invalid(stub) -> None:
 # -- creation
 
 
-def sell_request(order_id: str, **extra: Any) -> dict[str, Any]:
-    return {
-        "partner_order_id": order_id,
-        "chain": "usdt-trc20",
-        "crypto_amount": "25.5",
-        "fiat_currency_to_receive": "NGN",
-        "seller_phone": "+2348000000000",
-        "seller_email": "seller@example.com",
-        "first_name": "Avis",
-        "last_name": "Charles",
-        "account_name": "Avis Charles",
-        "account_number": "0123456789",
-        "account_code": "090405",
-        "intrapay_merchant_id": "ipm-001",
-        "markup_fee": "0.5",
-        "refund_wallet_address": "0xrefund",
-        **extra,
-    }
+sell_request = fuspay_sell
 
 
 def test_validate_create() -> None:
