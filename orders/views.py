@@ -97,7 +97,11 @@ def timeline_text(view: dict[str, Any]) -> str:
             f"    {ev['recorded_at']}  {ev['source']:<8} {what:<26} "
             f"{ev['decision']:<14} {ev['from']} -> {ev['to']}  v{ev['version']}"
             + (f"  [{ev['verified_by']}]" if ev["verified_by"] else "")
-            + (f"  fetched {ev['observed_at']}" if ev["source"] in ("poll", "create") else "")
+            + (
+                f"  fetched {ev['observed_at']}"
+                if ev["source"] == "poll" or ev["verified_by"] and ev["source"] == "create"
+                else ""
+            )
             + (f"  seen {ev['seen']}x, last {ev['last_seen_at']}" if ev["seen"] > 1 else "")
         )
     return "\n".join(lines)
