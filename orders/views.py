@@ -99,7 +99,7 @@ def timeline_text(view: dict[str, Any]) -> str:
             + (f"  [{ev['verified_by']}]" if ev["verified_by"] else "")
             + (
                 f"  fetched {ev['observed_at']}"
-                if ev["source"] == "poll" or ev["verified_by"] and ev["source"] == "create"
+                if ev["source"] == "poll" or (ev["verified_by"] and ev["source"] == "create")
                 else ""
             )
             + (f"  seen {ev['seen']}x, last {ev['last_seen_at']}" if ev["seen"] > 1 else "")
