@@ -5,6 +5,10 @@ opened with ``BEGIN IMMEDIATE`` so that the writer takes the database write lock
 before it reads the order (SQLite's stand-in for a row lock; pysqlite's own
 deferred BEGIN would let two writers read the same version). PostgreSQL: row
 locks with ``SELECT ... FOR UPDATE`` in ``orders.store``.
+
+Both keep bound parameters out of error messages (``hide_parameters``): an
+event's raw body holds names, e-mails and phones, and a failed write's
+exception text reaches the logs and RQ's failed registry.
 """
 
 from __future__ import annotations
@@ -25,10 +29,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, **kwargs)
+        engine = create_engine(
+            url, connect_args={"timeout": SQLITE_BUSY_TIMEOUT_MS / 1000}, hide_parameters=True, **kwargs
+        )
         _sqlite_setup(engine)
         return engine
-    return create_engine(url, pool_pre_ping=True, **kwargs)
+    return create_engine(url, pool_pre_ping=True, hide_parameters=True, **kwargs)
 
 
 def _sqlite_setup(engine: Engine) -> None:

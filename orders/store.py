@@ -375,6 +375,16 @@ class Store:
                 .limit(1)
             ).first()
 
+    def is_open(self, provider: str, external_order_id: str) -> bool:
+        """We know the order and it is not finished."""
+        with self.sessions() as session:
+            status = session.scalar(
+                select(Order.status).where(
+                    Order.provider == provider, Order.external_order_id == external_order_id
+                )
+            )
+        return status is not None and Status(status) not in TERMINAL
+
     def exists(self, provider: str, external_order_id: str) -> bool:
         with self.sessions() as session:
             return (

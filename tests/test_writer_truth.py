@@ -275,3 +275,43 @@ def test_store_counts_a_replay_without_a_new_row(stack: Stack) -> None:
     assert [o.decision.value for o in outs] == ["applied", "duplicate", "duplicate"]
     order = store.order_view("fuspay", "fz-1")
     assert len(order.events) == 1 and order.events[0].seen_count == 3 and order.version == 1
+
+
+# -- healing polls (issue 8, item 7)
+
+
+def test_forgeries_naming_finished_orders_cannot_use_up_the_healing_of_open_ones(stack: Stack) -> None:
+    from orders.events import COVERS_ALL
+
+    now = datetime.now(UTC).isoformat()
+    finished = [f"done-{i:03d}" for i in range(130)]
+    stack.runtime.store.apply(
+        [
+            Event(
+                provider="alixpay",
+                external_order_id=oid,
+                provider_status="SUCCESS",
+                source="poll",
+                dedup_key="status:SUCCESS",
+                raw_body=oid,
+                received_at=now,
+                fetched_at=now,
+                covers=COVERS_ALL,
+            )
+            for oid in finished
+        ]
+    )
+    stack.sandbox.create_order("heal-open", 1000)
+    stack.runtime.store.apply([stack.runtime.adapters["alixpay"].poll("heal-open")])
+    forged = {"type": "sell", "fiatAmount": 1000, "status": "SUCCESS", "signature": "Zm9yZ2Vk"}
+    for oid in [*finished, "heal-open"]:
+        resp = requests.post(
+            stack.base + "/webhooks/alixpay", json={**forged, "externalOrderId": oid}, timeout=5
+        )
+        assert resp.status_code == 401
+    stack.drain()
+    polls = [e for e in stack.runtime.store.order_view("alixpay", "heal-open").events if e.source == "poll"]
+    # the one above, and the healing poll (the same answer: counted on its record)
+    assert sum(e.seen_count for e in polls) == 2
+    for oid in finished[:3]:
+        assert [e.source for e in stack.runtime.store.order_view("alixpay", oid).events] == ["poll"]

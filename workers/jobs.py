@@ -134,10 +134,14 @@ def _poll(rt: Services, provider: str, external_order_id: str, reason: str) -> d
 
 @job
 def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
-    """After a callback failed verification: poll the order if we know it, else nothing."""
+    """After a callback failed verification: poll the order if we know it and it is
+    open (within the healing budget), else nothing."""
     rt = current()
-    if not rt.store.exists(provider, external_order_id):
+    if not rt.store.is_open(provider, external_order_id):
         return {"polled": False}
+    if not rt.queues.take_heal_budget():
+        log.warning("healing poll of a %s order skipped: the healing budget is spent", provider)
+        return {"polled": False, "budget": "spent"}
     return {"polled": True, **poll_order(provider, external_order_id, reason="failed verification")}
 
 

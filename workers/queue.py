@@ -55,7 +55,8 @@ POLL_RETRY = Retry(max=2, interval=[10, 60])
 POLL_DEFER = 5  # seconds: a poll asked for while another runs is scheduled this much later
 
 HEAL_WINDOW = 60  # seconds: at most one healing poll per order per window
-HEAL_GLOBAL_PER_WINDOW = 120  # and at most this many across all orders
+HEAL_QUEUED_PER_WINDOW = 600  # healing jobs queued per window, across all orders
+HEAL_POLLS_PER_WINDOW = 120  # provider calls they may make per window (open orders only)
 
 
 def connect(url: str, *, timeout: float = 2.0, tls_verify: str = "required") -> Redis:
@@ -254,20 +255,17 @@ class Queues:
         return False
 
     def enqueue_heal(self, provider: str, external_order_id: str) -> bool:
-        """After a callback failed verification: poll the order if we know it.
+        """After a callback failed verification: poll the order if we know it and it is open.
 
         Rate-limited per order and overall, so a flood of forged callbacks costs a
-        bounded number of lookups and provider calls.
+        bounded number of lookups; the provider calls they lead to are budgeted
+        apart (``take_heal_budget``), by the job, for open orders only, so that
+        forgeries naming finished orders cannot use up the healing of open ones.
         """
         per_order = f"rampwatch:heal:{provider}:{short_hash(external_order_id)}"
         if not self.redis.set(per_order, 1, nx=True, ex=HEAL_WINDOW):
             return False
-        overall = "rampwatch:heal:count"
-        with self.redis.pipeline() as pipe:
-            pipe.incr(overall)
-            pipe.expire(overall, HEAL_WINDOW, nx=True)
-            count, _ = pipe.execute()
-        if int(count) > HEAL_GLOBAL_PER_WINDOW:
+        if not self._within("rampwatch:heal:queued", HEAL_QUEUED_PER_WINDOW):
             return False
         return self._enqueue_unique(
             self.polls,
@@ -276,6 +274,18 @@ class Queues:
             f"heal-{provider}-{short_hash(provider, external_order_id)}",
             description=f"healing poll of {provider} order after a failed verification",
         )
+
+    def take_heal_budget(self) -> bool:
+        """One provider call for a healing poll, if the window's budget allows it."""
+        return self._within("rampwatch:heal:polls", HEAL_POLLS_PER_WINDOW)
+
+    def _within(self, key: str, limit: int) -> bool:
+        """Count one more in ``key``'s window; True while at most ``limit``."""
+        with self.redis.pipeline() as pipe:
+            pipe.incr(key)
+            pipe.expire(key, HEAL_WINDOW, nx=True)
+            count, _ = pipe.execute()
+        return int(count) <= limit
 
     def _enqueue_unique(
         self, queue: Queue, func: str, args: tuple[Any, ...], job_id: str, **options: Any
