@@ -38,6 +38,7 @@ from orders.errors import BadEventPayload
 EVENT_VERSION = 2
 READABLE_VERSIONS = (1, 2)
 SOURCES = frozenset({"callback", "poll", "create", "manual", "replay"})
+CREATION_OUTCOMES = (None, "refused", "unconfirmed")
 # Sources whose status is a verified answer about the provider's present, taken at
 # ``fetched_at`` (a poll, or the provider's answer to our creation request).
 ANSWER_SOURCES = frozenset({"poll", "create"})
@@ -96,6 +97,11 @@ class Event:
     claimed_status: str | None = None
     fetched_at: str | None = None  # ISO 8601, aware UTC; polls and creation answers
     identity: str | None = None
+    # Of a ``create`` event: how our creation request ended when it did not end in
+    # an answer: "refused" (the provider said no: the order ends FAILED) or
+    # "unconfirmed" (no answer: timeout, outage, an answer that did not verify;
+    # the order stays open and is polled).
+    creation: str | None = None
     v: int = EVENT_VERSION
 
     def __post_init__(self) -> None:
@@ -110,6 +116,10 @@ class Event:
             unknown = set(self.covers) - set(COVERABLE)
             if unknown:
                 raise BadEventPayload(f"covers names unknown fields: {', '.join(sorted(unknown))}")
+        if self.creation not in CREATION_OUTCOMES:
+            raise BadEventPayload(f"unknown creation outcome {self.creation!r}")
+        if self.creation is not None and self.source != "create":
+            raise BadEventPayload("only a create event has a creation outcome")
         for name in ("received_at", "fetched_at"):
             value = getattr(self, name)
             if value is None and name == "fetched_at":

@@ -48,7 +48,7 @@ from decimal import Decimal
 from typing import Any
 
 from orders.events import ANSWER_SOURCES, Event
-from orders.states import TERMINAL, Decision, Mapped, Status, StatusMap
+from orders.states import RANK, TERMINAL, Decision, Mapped, Status, StatusMap
 
 # Details worth keeping on the order row; personal data (bank accounts, e-mails,
 # phones) stays in the raw bodies of the event history only.
@@ -66,6 +66,8 @@ KEPT_DETAILS = frozenset(
         "crypto_payment_status",
         "payout_status",
         "kyc_error_type",
+        "creation",  # "refused" or "unconfirmed": how our creation request ended
+        "creation_error",
     }
 )
 BLANK_FILLED = ("provider_order_id", "kind", "fiat_currency", "crypto_amount", "crypto_currency")
@@ -102,6 +104,10 @@ class Position:
     status: Status
     rank: int
     provider_status: str | None
+
+
+# What a refused creation ends the order at.
+CREATION_REFUSED = Position(Status.FAILED, RANK[Status.FAILED], None)
 
 
 @dataclass(frozen=True)
@@ -227,7 +233,18 @@ def plan(
     anomalies: list[tuple[str, Mapping[str, Any]]] = []
     moved: Position | None = None
 
-    if status is None:
+    if status is None and event.creation == "refused":
+        # The provider refused our creation request: the order ends here, with its reason.
+        if current is CREATION_REFUSED.status:
+            decision = Decision.DUPLICATE
+        elif current in TERMINAL:
+            decision = Decision.CONFLICT
+            anomalies.append(
+                (AnomalyKind.CONFLICT, {"status": current.value, "incoming": "FAILED", "creation": "refused"})
+            )
+        else:
+            decision, moved = Decision.APPLIED, CREATION_REFUSED
+    elif status is None:
         if event.source == "callback" or event.provider_status is not None:
             # A trigger (its signature covers no status), or a status nobody vouches for.
             decision = Decision.RECORDED
@@ -363,6 +380,9 @@ def _covered_fields(
     if event.covered("details"):
         kept = {k: v for k, v in event.details.items() if k in KEPT_DETAILS and v not in (None, "")}
         merged = {**order.details, **kept}
+        if event.provider_status is not None and merged.get("creation") == "unconfirmed":
+            # The provider knows the order after all: our request did create it.
+            merged = {k: v for k, v in merged.items() if k not in ("creation", "creation_error")}
         if merged != dict(order.details):
             changes["details"] = merged
     return changes

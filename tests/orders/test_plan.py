@@ -553,3 +553,30 @@ def test_resolve_reads_a_set() -> None:
         assert resolve(perm, CHANGELLY) == Position(S.PROCESSING, 30, "pending")
     assert resolve(obs[:2], CHANGELLY) == Position(S.ON_HOLD, 35, "hold")
     assert resolve([], CHANGELLY) is None
+
+
+def test_a_refused_creation_ends_the_order_and_later_events_are_absorbed() -> None:
+    sim = Sim(GENERIC)
+    sim.feed(event(None, source="create"))
+    refused = event(
+        None, source="create", body="refused", creation="refused", details={"creation": "refused"}
+    )
+    decided = sim.feed(refused)
+    assert decided.decision is Decision.APPLIED and sim.facts.status is S.FAILED
+    assert decided.changes["next_poll_at"] is None and sim.facts.details == {"creation": "refused"}
+    assert sim.feed(event("PROCESSING", when=5)).decision is Decision.STALE
+    assert sim.feed(event("SUCCESS", when=6)).decision is Decision.CONFLICT
+    # A refusal recorded after the order finished otherwise is a conflict for operators.
+    done = standing_at(S.SUCCESS)
+    late = done.feed(event(None, source="create", body="refused late", creation="refused"))
+    assert late.decision is Decision.CONFLICT and [k for k, _ in late.anomalies] == ["conflict"]
+    assert done.facts.status is S.SUCCESS
+
+
+def test_a_creation_outcome_belongs_to_a_create_event() -> None:
+    from orders.errors import BadEventPayload
+
+    with pytest.raises(BadEventPayload):
+        event(None, source="callback", creation="refused")
+    with pytest.raises(BadEventPayload):
+        event(None, source="create", creation="maybe")
