@@ -7,6 +7,11 @@ disk, runs in a session of its own (a Ctrl-C meant for its owner does not
 reach it) and is stopped by ``stop()``, on leaving its ``with`` block, or, on
 Linux, by the kernel when the thread that started it exits (so a killed test
 run or supervisor leaves no Redis behind).
+
+For fault tests and the soak, ``appendonly=True`` runs it with the persistence
+production needs (AOF, ``appendfsync everysec``), and ``halt()`` stops it while
+keeping its data folder, so that ``start()`` brings the same server back on the
+same port with what it had persisted.
 """
 
 from __future__ import annotations
@@ -82,9 +87,10 @@ def free_port() -> int:
 
 
 class PrivateRedis:
-    def __init__(self, server: str | None = None, port: int | None = None):
+    def __init__(self, server: str | None = None, port: int | None = None, *, appendonly: bool = False):
         self.server = server or find_server()
         self.port = port or free_port()
+        self.appendonly = appendonly
         self.dir = tempfile.mkdtemp(prefix="rampwatch-redis-")
         self.proc: subprocess.Popen[bytes] | None = None
 
@@ -98,7 +104,8 @@ class PrivateRedis:
             "--port", str(self.port),
             "--bind", "127.0.0.1",
             "--save", "",
-            "--appendonly", "no",
+            "--appendonly", "yes" if self.appendonly else "no",
+            "--appendfsync", "everysec",
             "--dir", self.dir,
             "--daemonize", "no",
             "--protected-mode", "yes",
@@ -131,14 +138,23 @@ class PrivateRedis:
         self.stop()
         raise NoRedisServer(f"{self.server} did not answer on port {self.port} within {timeout}s")
 
-    def stop(self) -> None:
+    def halt(self, *, kill: bool = False) -> None:
+        """Stop the server and keep its data folder: SIGTERM (Redis writes and syncs its
+        AOF, as a host's orderly restart does), or SIGKILL with ``kill`` (a crash: with
+        ``everysec``, up to about a second of writes is lost)."""
         if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
+            if kill:
+                self.proc.kill()
+            else:
+                self.proc.terminate()
             try:
-                self.proc.wait(timeout=5)
+                self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+    def stop(self) -> None:
+        self.halt()
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self) -> PrivateRedis:

@@ -52,26 +52,33 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
+    from workers.outages import Patience
     from workers.services import WORKER_REDIS_TIMEOUT, build_services
     from workers.worker import run_worker
 
     settings = _settings()
     configure_logging(settings.log_level)
-    services = build_services(settings, redis_timeout=WORKER_REDIS_TIMEOUT)
+    services = build_services(settings, redis_timeout=WORKER_REDIS_TIMEOUT, patience=Patience("worker"))
     _check_redis_tls(services.redis)
     run_worker(services, burst=args.burst, name=args.name)
     return 0
 
 
 def cmd_clock(args: argparse.Namespace) -> int:
+    import threading
+
     from workers.clock import Clock
-    from workers.queue import Queues, connect
+    from workers.outages import Patience, connect_patient
+    from workers.queue import Queues
 
     settings = _settings()
     configure_logging(settings.log_level)
-    redis = connect(settings.redis_url, timeout=5, tls_verify=settings.redis_tls_verify)
+    stop = threading.Event()  # set by SIGTERM: the clock stops, and so does any wait for Redis
+    redis = connect_patient(
+        settings.redis_url, Patience("clock", stop), timeout=5, tls_verify=settings.redis_tls_verify
+    )
     _check_redis_tls(redis)
-    clock = Clock(redis, Queues(redis), settings.sweep_interval)
+    clock = Clock(redis, Queues(redis), settings.sweep_interval, stop)
     clock.install_signal_handlers()
     clock.run()
     return 0

@@ -3,7 +3,9 @@
 Exactly one clock may run. Each clock takes a Redis lock before it ticks and
 renews it every tick; a second clock waits, and takes over if the first dies and
 its lock expires. The sweep job itself has a fixed id, so even two clocks could
-not queue two sweeps at once.
+not queue two sweeps at once. Its Redis client (``rampwatch clock``) waits out an
+outage (``workers.outages``) and gives up only when ``stop`` is set, so a Redis
+outage of any length delays ticks and never ends the process.
 """
 
 from __future__ import annotations

@@ -6,6 +6,9 @@ provider, an order the provider does not know, an answer whose signature fails)
 goes to RQ's failed registry at once, without retries: running it again cannot
 help. Anything else (database or Redis trouble, a provider timeout) is retried
 on the job's ``Retry`` schedule, and polls are retried by the sweep in any case.
+A database outage (unreachable, connections killed, locked) does not count
+against the job's retries, and makes the worker wait for the database before
+its next job (``workers.outages``): an outage of any length loses no job.
 
 At most one poll of an order runs at a time, whatever asked for it (sweep,
 callback trigger, healing, operator): a poll that finds another one under way
@@ -22,10 +25,12 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from rq import get_current_job
+from sqlalchemy.exc import SQLAlchemyError
 
 from orders.errors import DataError, ProviderError
 from orders.events import Event
-from workers.services import Services, current
+from workers.outages import database_unavailable
+from workers.services import NoServices, Services, current
 
 log = logging.getLogger("rampwatch.jobs")
 
@@ -33,8 +38,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def job(func: F) -> F:
-    """The error policy: a ``DataError`` fails the job at once (no retry); anything
-    else propagates to RQ, which retries it on the job's schedule."""
+    """The error policy: a ``DataError`` fails the job at once (no retry); a database
+    outage keeps the job's retry and holds the worker until the database is back;
+    anything else propagates to RQ, which retries it on the job's schedule."""
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -42,6 +48,10 @@ def job(func: F) -> F:
             return func(*args, **kwargs)
         except DataError:
             _no_retry()
+            raise
+        except SQLAlchemyError as exc:
+            if database_unavailable(exc):
+                _outage()
             raise
 
     return run  # type: ignore[return-value]
@@ -51,6 +61,19 @@ def _no_retry() -> None:
     running = get_current_job()
     if running is not None:
         running.retries_left = 0
+
+
+def _outage() -> None:
+    """The database is down: the retry RQ is about to spend is given back (so the job
+    is retried soon, and an outage of any length exhausts nothing), and the worker is
+    told to wait for the database before it takes another job."""
+    running = get_current_job()
+    if running is not None and running.retries_left is not None:
+        running.retries_left += 1
+    try:
+        current().database_watch.note_down()
+    except NoServices:
+        pass
 
 
 @job
@@ -102,7 +125,8 @@ def poll_order(provider: str, external_order_id: str, reason: str = "sweep") -> 
     unless a poll of the order is under way: then one is scheduled for later."""
     rt = current()
     lock = rt.queues.poll_lock(provider, external_order_id)
-    if not lock.acquire(blocking=False):
+    running = get_current_job()
+    if not rt.queues.take_poll_lock(lock, running.worker_name if running else None):
         state = rt.queues.enqueue_deferred_poll(provider, external_order_id, reason)
         log.info("poll of %s order (%s) deferred: another poll is under way (%s)", provider, reason, state)
         return {"deferred": True, "queued": state}

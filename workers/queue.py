@@ -8,7 +8,8 @@ deterministic ids, so the same callback delivered twice is one job. RQ's
 A job id that already exists is treated by its state: queued, scheduled or
 running means "already accepted"; failed, stopped or canceled means the earlier
 attempt did not apply, so it is requeued (dedup must not swallow a retry after
-a failed apply); finished is deleted and enqueued anew.
+a failed apply); finished is deleted and enqueued anew. A job running on a worker
+that died (``workers.liveness``) counts as failed at once: it is requeued.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
 from orders.events import Event
+from workers.liveness import break_if_dead, lock_token, reclaim
 
 log = logging.getLogger("rampwatch.queue")
 
@@ -59,10 +61,13 @@ HEAL_QUEUED_PER_WINDOW = 600  # healing jobs queued per window, across all order
 HEAL_POLLS_PER_WINDOW = 120  # provider calls they may make per window (open orders only)
 
 
-def connect(url: str, *, timeout: float = 2.0, tls_verify: str = "required") -> Redis:
+def connect(
+    url: str, *, timeout: float = 2.0, tls_verify: str = "required", retry: RedisRetry | None = None
+) -> Redis:
     """A Redis client with bounded timeouts and two quick retries (well under a second
     in all), so a webhook answers 503 promptly when Redis is down instead of waiting
-    out redis-py's default backoff.
+    out redis-py's default backoff. Workers and the clock pass a patient ``retry``
+    instead (``workers.outages.connect_patient``).
 
     For ``rediss://``, ``tls_verify`` (``REDIS_TLS_VERIFY``) is how the server's
     certificate is checked: ``required``, or ``none`` for a hosted Redis whose
@@ -73,7 +78,7 @@ def connect(url: str, *, timeout: float = 2.0, tls_verify: str = "required") -> 
         url,
         socket_timeout=timeout,
         socket_connect_timeout=timeout,
-        retry=RedisRetry(ExponentialBackoff(cap=0.25, base=0.05), 2),
+        retry=retry or RedisRetry(ExponentialBackoff(cap=0.25, base=0.05), 2),
         health_check_interval=30,
         **tls,
     )
@@ -198,10 +203,20 @@ class Queues:
 
     def poll_lock(self, provider: str, external_order_id: str) -> Lock:
         """The lock a poll of one order holds while it fetches and applies (at most one
-        poll per order at a time). It expires with the job's timeout, so a killed
-        worker blocks the order's polls for at most that long."""
+        poll per order at a time). It expires with the job's timeout; one left by a
+        dead worker is broken sooner (``take_poll_lock``)."""
         name = f"rampwatch:poll-lock:{provider}:{short_hash(provider, external_order_id)}"
         return self.redis.lock(name, timeout=JOB_TIMEOUT, blocking=False)
+
+    def take_poll_lock(self, lock: Lock, worker_name: str | None) -> bool:
+        """Acquire ``lock`` for a poll run by ``worker_name`` (None outside a worker). A lock
+        held by a worker that died is broken and taken: a killed poll must not block its
+        order's polls until the lock expires."""
+        if lock.acquire(blocking=False, token=lock_token(worker_name)):
+            return True
+        return break_if_dead(self.redis, str(lock.name)) and bool(
+            lock.acquire(blocking=False, token=lock_token(worker_name))
+        )
 
     @staticmethod
     def release(lock: Lock) -> None:
@@ -305,6 +320,15 @@ class Queues:
                 status = job.get_status(refresh=True)
             except NoSuchJobError:
                 continue  # it expired between the two calls: try again
+            if status == JobStatus.STARTED and reclaim(queue, job_id):
+                # Its worker died: the job has just been retried (or failed) as RQ would
+                # after its maintenance pass; asked for again, it runs now.
+                job = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+                status = job.get_status(refresh=True)
+                if status == JobStatus.SCHEDULED:
+                    queue.scheduled_job_registry.requeue(job)
+                    log.info("requeued job %s: its worker died", job_id)
+                    return True
             if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 job.requeue()
                 log.info("requeued job %s after %s", job_id, status.value)
@@ -312,7 +336,7 @@ class Queues:
             if status == JobStatus.FINISHED:
                 job.delete()
                 continue
-            return False  # queued, scheduled, deferred or started: already accepted
+            return False  # queued, scheduled, deferred or live started: already accepted
         return False
 
 

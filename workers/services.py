@@ -5,13 +5,14 @@ adapters of the enabled providers and the queues, once per process; the web
 app keeps them on the Flask app, a worker installs them (``Services.install``)
 so that jobs, which RQ calls by name with JSON arguments only, read them with
 ``current()``. Tests pass their own collaborators in. Nothing is built at
-import time.
+import time. A worker's Redis client waits out outages (``patience``, see
+``workers.outages``); the web's gives up at once so that a webhook answers 503.
 """
 
 from __future__ import annotations
 
 import contextvars
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import requests
 from redis import Redis
@@ -22,6 +23,7 @@ from orders.errors import ProviderDisabled
 from orders.providers import STATUS_MAPS, build_adapters, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
+from workers.outages import DatabaseWatch, Patience, connect_patient
 from workers.queue import Queues, connect
 
 _CURRENT: contextvars.ContextVar[Services] = contextvars.ContextVar("rampwatch_services")
@@ -41,6 +43,7 @@ class Services:
     store: Store
     adapters: dict[str, ProviderAdapter]
     queues: Queues
+    database_watch: DatabaseWatch = field(default_factory=DatabaseWatch)
 
     def install(self) -> contextvars.Token[Services]:
         """Make these the services ``current()`` returns in this context (a worker, the CLI)."""
@@ -64,8 +67,14 @@ def build_services(
     store: Store | None = None,
     adapters: dict[str, ProviderAdapter] | None = None,
     redis_timeout: float = WEB_REDIS_TIMEOUT,
+    patience: Patience | None = None,
 ) -> Services:
-    """Every collaborator from ``settings``; any of them may be passed in instead."""
+    """Every collaborator from ``settings``; any of them may be passed in instead. With
+    ``patience`` (workers), the Redis client waits out outages instead of failing."""
+    if redis is None and patience is not None:
+        redis = connect_patient(
+            settings.redis_url, patience, timeout=redis_timeout, tls_verify=settings.redis_tls_verify
+        )
     redis = redis or connect(settings.redis_url, timeout=redis_timeout, tls_verify=settings.redis_tls_verify)
     store = store or Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
     if adapters is None:

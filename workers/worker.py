@@ -3,26 +3,201 @@
 ``SimpleWorker`` runs each job in the worker process itself (no fork per job), so
 its Services (engine pool, HTTP session, adapters) is built once and reused. On
 SIGTERM, RQ's warm shutdown lets the job in hand finish before the process exits;
-a second signal forces it. Retries with intervals need RQ's scheduler, which the
-worker runs (one active scheduler per queue set, elected through Redis).
+a second signal forces it.
+
+What ``RampwatchWorker`` adds to RQ's worker, so that a worker outlives its
+dependencies and no job stays blocked after a crash:
+
+* its Redis client waits out an outage (``workers.outages``), and a database outage
+  makes it wait for the database before the next job instead of burning retries;
+* a companion thread (``Custodian``) says every ``BEAT`` seconds that the worker is
+  alive, hands the jobs of dead workers back to RQ (``workers.liveness``) and keeps a
+  scheduler of delayed jobs running (``workers.scheduler``, a thread of the worker);
+* if RQ's work loop ends for any reason but a stop request ("found an unhandled
+  exception, quitting..."), ``run_worker`` starts it again after a pause, so the
+  process never exits on its own.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from typing import Any
+
+from redis.exceptions import RedisError
 from rq import SimpleWorker
+from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
+from workers import liveness
+from workers.outages import patience_of
 from workers.queue import QUEUE_NAMES
+from workers.scheduler import ThreadScheduler
 from workers.services import Services
 
+log = logging.getLogger("rampwatch.worker")
 
-def make_worker(runtime: Services, name: str | None = None) -> SimpleWorker:
-    queues = runtime.queues.all()
-    assert [q.name for q in queues] == list(QUEUE_NAMES)
-    return SimpleWorker(queues, connection=runtime.redis, serializer=JSONSerializer, name=name)
+# RQ blocks on a dequeue for WORKER_TTL - 15 s and runs its maintenance (registry
+# cleaning) between two dequeues at most every MAINTENANCE_INTERVAL: half a minute
+# instead of RQ's ten, for expired entries the custodian did not reclaim first.
+WORKER_TTL = 45
+MAINTENANCE_INTERVAL = 30
+RESTART_BACKOFF_CAP = 30.0  # seconds between two restarts of a work loop that keeps failing
+
+
+class Custodian(threading.Thread):
+    """The worker's companion: its presence, dead workers' jobs, and the scheduler."""
+
+    def __init__(self, worker: RampwatchWorker):
+        super().__init__(name=f"custodian-{worker.name}", daemon=True)
+        self.worker = worker
+        self._stop_event = threading.Event()
+
+    def start(self) -> None:
+        liveness.beat(self.worker.connection, self.worker.name)  # alive before the first job
+        super().start()
+
+    def stop(self) -> None:
+        self._stop_event.set()
+        if self.is_alive() and threading.current_thread() is not self:
+            self.join(timeout=5)
+
+    def run(self) -> None:
+        while not self._stop_event.wait(liveness.BEAT):
+            self.tick()
+
+    def tick(self) -> None:
+        worker = self.worker
+        patience = worker.patience
+        try:
+            liveness.beat(worker.connection, worker.name)
+            # Right after an outage, a live worker may not have renewed its key yet: judge
+            # other workers only once every live one has had time to beat again.
+            settled = patience is None or patience.up_for() >= liveness.ALIVE_TTL
+            if settled:
+                for queue in worker.queues:
+                    liveness.reclaim(queue)
+            if isinstance(worker.scheduler, ThreadScheduler) and not self._stop_event.is_set():
+                worker.scheduler.ensure_running(may_break=settled)
+        except RedisError as exc:
+            if not (patience and patience.stopping):
+                log.warning("worker %s: custodian pass failed (%s)", worker.name, type(exc).__name__)
+        except Exception:
+            log.exception("worker %s: custodian pass failed", worker.name)
+
+
+class RampwatchWorker(SimpleWorker):
+    """RQ's ``SimpleWorker`` that outlives outages and crashes (see the module docstring)."""
+
+    def __init__(self, runtime: Services, name: str | None = None):
+        super().__init__(
+            runtime.queues.all(),
+            connection=runtime.redis,
+            serializer=JSONSerializer,
+            name=name,
+            worker_ttl=WORKER_TTL,
+            maintenance_interval=MAINTENANCE_INTERVAL,
+        )
+        self.runtime = runtime
+        self.patience = patience_of(runtime.redis)
+        self.custodian: Custodian | None = None
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a stop was asked for (a signal), as opposed to the loop ending by accident."""
+        return self._stop_requested or self._shutdown_requested_date is not None
+
+    def bootstrap(self, *args: Any, **kwargs: Any) -> None:
+        super().bootstrap(*args, **kwargs)
+        self.custodian = Custodian(self)
+        self.custodian.start()
+
+    def _start_scheduler(
+        self,
+        burst: bool = False,
+        logging_level: str | None = "INFO",
+        date_format: str = "%H:%M:%S",
+        log_format: str = "%(asctime)s %(message)s",
+    ) -> None:
+        if burst:  # one pass over due jobs, as RQ does
+            super()._start_scheduler(burst, logging_level, date_format, log_format)
+            return
+        self.scheduler = ThreadScheduler(
+            self.queues,
+            connection=self.connection,
+            logging_level=logging_level if logging_level is not None else self.log.level,
+            date_format=date_format,
+            log_format=log_format,
+            serializer=self.serializer,
+            name=self.name,
+        )
+        self.scheduler.ensure_running()
+
+    def stop_scheduler(self) -> None:
+        if isinstance(self.scheduler, ThreadScheduler):
+            self.scheduler.shutdown()
+        else:
+            super().stop_scheduler()
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        if self.patience is not None:
+            self.patience.stop.set()  # from now on, Redis calls fail instead of waiting
+        super().request_stop(signum, frame)
+
+    def set_shutdown_requested_date(self) -> None:
+        try:
+            super().set_shutdown_requested_date()
+        except RedisError:
+            pass  # bookkeeping only: the stop goes ahead without it
+
+    def dequeue_job_and_maintain_ttl(self, timeout: int | None, max_idle_time: int | None = None) -> Any:
+        watch = self.runtime.database_watch
+        if watch.is_down:
+            watch.wait_until_up(
+                self.runtime.store.engine, stopping=lambda: self.stopping, keep_alive=self.heartbeat
+            )
+        return super().dequeue_job_and_maintain_ttl(timeout, max_idle_time)
+
+    def teardown(self) -> None:
+        try:
+            super().teardown()
+        except RedisError as exc:
+            log.warning("worker %s: could not record its stop in redis (%s)", self.name, type(exc).__name__)
+            try:
+                self.unsubscribe()
+            except RedisError:
+                pass
+        finally:
+            if self.custodian is not None:
+                self.custodian.stop()
+                try:
+                    liveness.forget(self.connection, self.name)
+                except RedisError:
+                    pass  # it expires in ALIVE_TTL
+
+
+def make_worker(runtime: Services, name: str | None = None) -> RampwatchWorker:
+    worker = RampwatchWorker(runtime, name)
+    assert [q.name for q in worker.queues] == list(QUEUE_NAMES)
+    return worker
 
 
 def run_worker(runtime: Services, *, burst: bool = False, name: str | None = None) -> bool:
+    """Work until asked to stop (or, with ``burst``, until the queues are empty)."""
     runtime.install()
-    worker = make_worker(runtime, name)
-    return worker.work(burst=burst, with_scheduler=True, logging_level=runtime.settings.log_level)
+    delay = 1.0
+    worked = False
+    while True:
+        worker = make_worker(runtime, name)
+        worked = (
+            worker.work(burst=burst, with_scheduler=True, logging_level=runtime.settings.log_level) or worked
+        )
+        if burst or worker.stopping:
+            return worked
+        log.error("worker %s: its work loop ended unexpectedly; starting again in %.0fs", worker.name, delay)
+        try:
+            time.sleep(delay)
+        except StopRequested:  # a SIGTERM during the pause reaches the last worker's handler
+            return worked
+        delay = min(delay * 2, RESTART_BACKOFF_CAP)

@@ -13,7 +13,8 @@ string is unconfirmed at the real AliX (doc bug A-3), so it is a choice here:
 Faults are switched on globally or per order (a per-order switch overrides the
 global one): ``drop``, ``drop_rate`` (+ ``seed``), ``duplicate``, ``delay``,
 ``reorder`` (hold IPNs until ``flush()``, then deliver them newest first),
-``detail_delay``, ``detail_fail``, ``ipn_on_create``. A control API under
+``ipn_on_create`` and the order-detail faults (``detail_delay``, ``detail_fail``,
+``detail_throttle``, ``detail_redirect``, ``detail_garbage``: ``devkit.kit.switches``). A control API under
 ``/sandbox/`` mirrors the Python API so that a dev runner in another process can
 drive it.
 
@@ -59,6 +60,7 @@ from devkit.alixpay.model import (
     valid_order_id,
 )
 from devkit.kit import (
+    DETAIL_SWITCHES,
     Reply,
     Request,
     SandboxKit,
@@ -82,11 +84,7 @@ API = rules_map(
 )
 
 # Beyond the kit's common switches (drop, drop_rate, seed, duplicate, delay, reorder).
-EXTRA_SWITCHES: dict[str, Any] = {
-    "detail_delay": 0.0,
-    "detail_fail": False,
-    "ipn_on_create": False,
-}
+EXTRA_SWITCHES: dict[str, Any] = {**DETAIL_SWITCHES, "ipn_on_create": False}
 
 
 class AlixSandbox(SandboxKit):
@@ -323,6 +321,9 @@ class AlixSandbox(SandboxKit):
         if self._detail_fault(order_id if isinstance(order_id, str) else None):
             self.log.info("details for order %s: failing by switch (503)", order_id)
             return 503, {"error": "Service unavailable"}
+        misanswer = self._detail_misanswer(order_id if isinstance(order_id, str) else None)
+        if misanswer is not None:
+            return misanswer
         problem = self._check_request(body, DETAILS_REQUIRED, DETAILS_SIGNED)
         if problem is not None:
             return self._refuse(problem)

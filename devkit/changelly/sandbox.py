@@ -25,7 +25,8 @@ switches, ``deliveries`` and ``truth()``; the Python API also accepts the
 ``rate_limit`` (global: answer the next N ``/v1`` calls with 429 and
 ``Retry-After: <retry_after>``), ``retry_after`` (seconds), ``detail_delay`` and
 ``detail_fail`` (``GET /v1/orders`` waits, or answers 503 ``unavailable``; per
-order when the call names one order). Nothing personal (IP, user agent,
+order when the call names one order) and the kit's other order-detail faults
+(``detail_throttle``, ``detail_redirect``, ``detail_garbage``). Nothing personal (IP, user agent,
 addresses) is logged. A control API under ``/sandbox/`` mirrors the Python API.
 
 Run it alone: ``python -m devkit.changelly --help`` (``devkit.changelly.cli``); its
@@ -56,6 +57,7 @@ from devkit.changelly.model import (
     parse_time,
 )
 from devkit.kit import (
+    DETAIL_SWITCHES,
     Reply,
     Request,
     SandboxKit,
@@ -77,12 +79,7 @@ LIST_SCALARS = ("startDate", "endDate", "offset", "limit")
 _FILTER_NAME = re.compile(r"^(?P<name>[A-Za-z]+)(?:\[\d*\])?$")
 
 # Beyond the kit's common switches (drop, drop_rate, seed, duplicate, delay, reorder).
-EXTRA_SWITCHES: dict[str, Any] = {
-    "rate_limit": 0,
-    "retry_after": 1.0,
-    "detail_delay": 0.0,
-    "detail_fail": False,
-}
+EXTRA_SWITCHES: dict[str, Any] = {"rate_limit": 0, "retry_after": 1.0, **DETAIL_SWITCHES}
 API = rules_map(
     [
         Rule(SELL_ORDERS_PATH, methods=["POST"], endpoint="_api_create"),
@@ -332,9 +329,13 @@ class ChangellySandbox(SandboxKit):
             limit = _query_int(request.arg("limit"), "limit", MAX_LIMIT, 1, MAX_LIMIT)
         except ValueError as exc:
             return _error(400, "validation", str(exc))
-        if self._detail_fault(self._named_order(filters)):
+        named = self._named_order(filters)
+        if self._detail_fault(named):
             self.log.info("GET %s: failing by switch (503)", ORDERS_PATH)
             return _error(503, "unavailable", "Service unavailable")
+        misanswer = self._detail_misanswer(named)
+        if misanswer is not None:
+            return misanswer
         with self._lock:
             found = [
                 copy.deepcopy(o)

@@ -19,8 +19,9 @@ whatever ``secret`` it is given, as Fuspay's does.
 ``getorder_shape="event"`` answers GetOrder with the order including its
 ``event_name``; ``"statuses"`` leaves the event name out, so that the poller must
 derive the status from the payment sub-statuses (GetOrder's data is undocumented,
-doc bug F-10). Fault switches (the kit's, plus ``detail_delay`` and
-``detail_fail`` for GetOrder and FetchTransferStatus) work globally or per order.
+doc bug F-10). Fault switches (the kit's, plus the order-detail faults
+``detail_delay``, ``detail_fail``, ``detail_throttle``, ``detail_redirect`` and
+``detail_garbage`` for GetOrder and FetchTransferStatus) work globally or per order.
 Personal data is never logged.
 
 Run it alone: ``python -m devkit.fuspay --help`` (``devkit.fuspay.cli``); its orders
@@ -56,6 +57,7 @@ from devkit.fuspay.model import (
     tidy,
 )
 from devkit.kit import (
+    DETAIL_SWITCHES,
     Reply,
     Request,
     SandboxKit,
@@ -70,7 +72,7 @@ from orders.providers.fuspay import signing
 from orders.providers.fuspay.client import GET_ORDER_PATH, ORACLE_PATH, SELL_ORDER_PATH, TRANSFER_STATUS_PATH
 from orders.providers.jsformat import js_stringify
 
-EXTRA_SWITCHES: dict[str, Any] = {"detail_delay": 0.0, "detail_fail": False}
+EXTRA_SWITCHES: dict[str, Any] = dict(DETAIL_SWITCHES)
 
 # Fuspay's paths differ in their trailing slash; with or without it, each is served.
 API = rules_map(
@@ -312,7 +314,7 @@ class FuspaySandbox(SandboxKit):
         if self._detail_fault(order_id):
             self.log.info("detail for order %s: failing by switch (503)", order_id)
             return 503, _error("Service unavailable")
-        return None
+        return self._detail_misanswer(order_id)
 
     def _api_get_order(self, request: Request) -> Reply:
         order_type, order_no = request.arg("order_type"), request.arg("order_no")

@@ -14,11 +14,12 @@ from devkit.kit.keys import load_or_create_rsa_key, load_rsa_public_key, new_rsa
 from devkit.kit.loopback import check_loopback_url, is_loopback_host, is_loopback_ipv4, is_loopback_url
 from devkit.kit.sandbox import SandboxKit
 from devkit.kit.server import MAX_BODY, Reply, Request, route, rules_map
-from devkit.kit.switches import COMMON_SWITCHES, MAX_DELAY, MAX_DUPLICATE
+from devkit.kit.switches import COMMON_SWITCHES, DETAIL_SWITCHES, MAX_DELAY, MAX_DUPLICATE
 from devkit.kit.wire import check_nonempty, compact, finite_number, parse_object
 
 __all__ = [
     "COMMON_SWITCHES",
+    "DETAIL_SWITCHES",
     "MAX_BODY",
     "MAX_DELAY",
     "MAX_DUPLICATE",

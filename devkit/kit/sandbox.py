@@ -19,7 +19,8 @@ method called with the posted JSON object and the path's values). Methods:
 refuse an autopilot plan. A subclass holds ``self._lock`` (an RLock shared with
 the courier) around ``self._orders`` (id -> order dict), reads the switches in
 force with ``self._effective(order_id)``, applies ``detail_delay`` and
-``detail_fail`` with ``self._detail_fault(order_id)``, and sends a signed
+``detail_fail`` with ``self._detail_fault(order_id)`` and the other
+``DETAIL_SWITCHES`` with ``self._detail_misanswer(order_id)``, and sends a signed
 callback with ``self._send_callback(order_id, label, body, headers, url)``.
 """
 
@@ -220,6 +221,27 @@ class SandboxKit:
         if switches["detail_delay"] > 0:
             self._stopping.wait(switches["detail_delay"])
         return switches["detail_fail"]
+
+    def _detail_misanswer(self, order_id: str | None) -> Reply | None:
+        """What a read of ``order_id`` answers instead of the order under the switches
+        that mimic a proxy or a CDN in front of the provider: ``detail_throttle`` (429,
+        ``Retry-After: 1``), ``detail_redirect`` (307 to another host) and
+        ``detail_garbage`` (200 with an HTML error page); None when none is on."""
+        switches = self._effective(order_id)
+        if switches["detail_throttle"]:
+            reply: Reply = (429, b"Too many requests", {"Retry-After": "1", "Content-Type": "text/plain"})
+        elif switches["detail_redirect"]:
+            reply = (307, b"", {"Location": "http://127.0.0.1:9/moved"})
+        elif switches["detail_garbage"]:
+            reply = (
+                200,
+                b"<html><body><h1>502 Bad Gateway</h1></body></html>",
+                {"Content-Type": "text/html"},
+            )
+        else:
+            return None
+        self.log.info("detail read of order %s: answering %d by switch", order_id, reply[0])
+        return reply
 
     # -- callbacks
 

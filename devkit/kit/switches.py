@@ -4,7 +4,10 @@ The common switches are ``drop`` (swallow every callback), ``drop_rate`` (swallo
 each with this probability, reproducible with the global ``seed``),
 ``duplicate`` (send N extra copies), ``delay`` (seconds before sending) and
 ``reorder`` (hold callbacks until a flush, which sends the newest first); a
-sandbox adds its own (``detail_delay``, ``detail_fail``, ``rate_limit``...).
+sandbox adds its own (``rate_limit``...), and those of its order-detail API
+(``DETAIL_SWITCHES``: ``detail_delay``, ``detail_fail`` for a 503,
+``detail_throttle`` for a 429, ``detail_redirect`` for a 307 elsewhere,
+``detail_garbage`` for a 200 that is an HTML error page).
 The type of a switch's default says what it accepts: a bool is on/off, an int
 a count (0..its limit), a float a duration of 0..600 s. A per-order value
 overrides the global one; a switch may be declared global only. This module
@@ -32,6 +35,16 @@ COMMON_SWITCHES: Mapping[str, Any] = {
     "duplicate": 0,
     "delay": 0.0,
     "reorder": False,
+}
+
+# The order-detail API's faults, declared by every sandbox that serves one (see
+# ``SandboxKit._detail_fault`` and ``SandboxKit._detail_misanswer``).
+DETAIL_SWITCHES: Mapping[str, Any] = {
+    "detail_delay": 0.0,
+    "detail_fail": False,
+    "detail_throttle": False,
+    "detail_redirect": False,
+    "detail_garbage": False,
 }
 
 

@@ -1,0 +1,242 @@
+"""The fault tests' stack: real ``rampwatch worker`` and ``rampwatch clock`` processes.
+
+``fault_stack`` gives a test what a host runs, on loopback: a private Redis the test
+may stop and restart (AOF on, ``appendfsync everysec``, unless ``aof=False``), a
+migrated SQLite database (or, with ``postgres=True``, a private PostgreSQL database
+the test may cut off), the three sandboxes, the receiver on a loopback port with the
+web tier's quick Redis client (it answers 503 while Redis is down), and a ``Fleet``
+for the worker and clock processes (``devkit.fleet``), whose logs are printed at the
+end (pytest shows them when a test fails). Each test module declares its own
+``faults`` fixture over it (``yield from fault_stack(...)``): a second conftest.py
+would shadow the suite's ``conftest`` module.
+
+The fault runs that take minutes (60-second outages, provider faults, clocks) are in
+``soak_faults.py``, a name ``make test`` does not collect; ``make soak`` runs it.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+from conftest import (
+    E2E_TOKEN,
+    POSTGRES_URL,
+    Keys,
+    _pg_url,
+    alix_env,
+    alix_settings,
+    changelly_env,
+    changelly_settings,
+    fuspay_env,
+    fuspay_settings,
+)
+from redis import Redis
+from rq.job import Job
+from rq.serializers import JSONSerializer
+from sqlalchemy import create_engine, text
+from werkzeug.serving import make_server
+
+from config import Settings
+from devkit.alixpay.sandbox import AlixSandbox
+from devkit.changelly.sandbox import ChangellySandbox
+from devkit.fleet import Fleet, Member, rampwatch_argv
+from devkit.fuspay.sandbox import FuspaySandbox
+from devkit.localredis import PrivateRedis
+from orders.migrate import upgrade
+from orders.states import TERMINAL
+from receiver import create_app
+from workers.queue import connect
+from workers.services import Services, build_services
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def wait_for(what: str, predicate: Callable[[], bool], timeout: float, every: float = 0.2) -> float:
+    """Poll ``predicate`` until it holds; the seconds it took. AssertionError after ``timeout``."""
+    started = time.monotonic()
+    while time.monotonic() - started < timeout:
+        if predicate():
+            return time.monotonic() - started
+        time.sleep(every)
+    raise AssertionError(f"{what}: not within {timeout:g}s")
+
+
+@dataclass
+class Faults:
+    redis_server: PrivateRedis
+    redis: Redis  # the test's own client, quick
+    runtime: Services  # the receiver's collaborators (quick Redis client)
+    sandbox: AlixSandbox
+    changelly: ChangellySandbox
+    fuspay: FuspaySandbox
+    database_url: str
+    base: str
+    env: dict[str, str]
+    fleet: Fleet
+    admin_url: str | None = None  # PostgreSQL: a connection to the server outside the test's database
+    database_name: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def worker(self, name: str) -> Member:
+        return self.fleet.start(name, rampwatch_argv("worker", "--name", name))
+
+    def clock(self, name: str = "clock") -> Member:
+        return self.fleet.start(name, rampwatch_argv("clock"))
+
+    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
+        headers = {"Authorization": f"Bearer {E2E_TOKEN}"}
+        return requests.request(method, self.base + path, headers=headers, timeout=10, **kw)
+
+    def status(self, provider: str, order_id: str) -> str | None:
+        order = self.runtime.store.order_view(provider, order_id)
+        return None if order is None else order.status
+
+    def job_status(self, job_id: str) -> str | None:
+        try:
+            return Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer).get_status(
+                refresh=True
+            )
+        except Exception:
+            return None
+
+    def alive(self, name: str) -> bool:
+        return bool(self.redis.exists(f"rampwatch:alive:{name}"))
+
+    def at_truth(self, provider: str, sandbox: Any, order_ids: list[str], statuses: dict[str, str]) -> bool:
+        """Whether every order's stored status is the one its sandbox's truth maps to."""
+        truth = sandbox.truth()
+        return all(self.status(provider, oid) == statuses[truth[oid]] for oid in order_ids)
+
+    def restart_redis(
+        self, down_for: float, *, kill: bool = False, during: Callable[[], None] | None = None
+    ) -> None:
+        """Stop Redis (SIGTERM, or SIGKILL with ``kill``), keep it down ``down_for`` seconds
+        (running ``during`` meanwhile), start it again on the same port."""
+        self.redis_server.halt(kill=kill)
+        started = time.monotonic()
+        if during is not None:
+            during()
+        time.sleep(max(0.0, down_for - (time.monotonic() - started)))
+        self.redis_server.start()
+
+
+def _postgres_database() -> Iterator[tuple[str, str, str]]:
+    """A private PostgreSQL database (its URL, the admin URL, its name), dropped afterwards."""
+    assert POSTGRES_URL
+    name = f"rw_fault_{uuid.uuid4().hex[:10]}"
+    admin_url = _pg_url("public")
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    base = POSTGRES_URL.rsplit("/", 1)[0]
+    url = f"{base}/{name}".replace("postgresql://", "postgresql+psycopg://", 1)
+    try:
+        upgrade(url)
+        yield url, admin_url, name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true'))
+            conn.execute(
+                text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"), {"n": name}
+            )
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}"'))
+        admin.dispose()
+
+
+def fault_stack(
+    tmp_path: Path,
+    keys: Keys,
+    sandbox: AlixSandbox,
+    changelly_sandbox: ChangellySandbox,
+    fuspay_sandbox: FuspaySandbox,
+    *,
+    aof: bool = True,
+    postgres: bool = False,
+) -> Iterator[Faults]:
+    """The stack described in the module docstring, torn down after the test."""
+    redis_server = PrivateRedis(appendonly=aof).start()
+    pg = None
+    if postgres:
+        pg = _postgres_database()
+        database_url, admin_url, database_name = next(pg)
+    else:
+        database_url, admin_url, database_name = f"sqlite:///{tmp_path / 'faults.sqlite3'}", None, None
+        upgrade(database_url)
+    quick = connect(redis_server.url)
+    settings = Settings(
+        database_url=database_url,
+        redis_url=redis_server.url,
+        api_token=E2E_TOKEN,
+        providers={
+            "alixpay": alix_settings(keys, sandbox.url),
+            "changelly": changelly_settings(keys, changelly_sandbox.url),
+            "fuspay": fuspay_settings(fuspay_sandbox.url),
+        },
+    )
+    runtime = build_services(settings, redis=quick)
+    app = create_app(settings, redis=quick, store=runtime.store, adapters=runtime.adapters)
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{server.server_port}"
+    sandbox.callback_url = f"{base}/webhooks/alixpay"
+    changelly_sandbox.callback_url = f"{base}/webhooks/changelly"
+    fuspay_sandbox.callback_url = f"{base}/webhooks/fuspay"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("ALIXPAY_", "FUSPAY_", "CHANGELLY_"))},
+        **alix_env(keys, sandbox.url),
+        **changelly_env(keys, changelly_sandbox.url),
+        **fuspay_env(fuspay_sandbox.url),
+        "DATABASE_URL": database_url,
+        "REDIS_URL": redis_server.url,
+        "RAMPWATCH_API_TOKEN": E2E_TOKEN,
+        "RAMPWATCH_LOG_LEVEL": "INFO",
+        "RAMPWATCH_SWEEP_INTERVAL": "1",
+        "RAMPWATCH_POLL_LEASE": "5s",
+        "ALIXPAY_POLL_BACKOFF": "1s,2s",
+        "FUSPAY_POLL_BACKOFF": "1s,2s",
+        "CHANGELLY_POLL_BACKOFF": "1s,2s",
+        "ALIXPAY_TIMEOUT": "2",
+        "FUSPAY_TIMEOUT": "2",
+        "CHANGELLY_TIMEOUT": "2",
+        "PYTHONPATH": str(ROOT),
+    }
+    fleet = Fleet(env, ROOT, tmp_path / "logs")
+    stack = Faults(
+        redis_server,
+        Redis.from_url(redis_server.url, socket_timeout=10),
+        runtime,
+        sandbox,
+        changelly_sandbox,
+        fuspay_sandbox,
+        database_url,
+        base,
+        env,
+        fleet,
+        admin_url,
+        database_name,
+    )
+    try:
+        yield stack
+    finally:
+        fleet.stop()
+        for member in fleet.members:
+            print(f"----- {member.name} (exit {member.returncode}) -----\n{member.output()[-6000:]}")
+        server.shutdown()
+        runtime.store.engine.dispose()
+        quick.close()
+        stack.redis.close()
+        redis_server.stop()
+        if pg is not None:
+            pg.close()
+
+
+TERMINAL_VALUES = {s.value for s in TERMINAL}
