@@ -11,7 +11,8 @@ from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
 
-from orders.errors import InvalidPayload, OrderNotFound, ProviderDisabled
+from orders.errors import OrderNotFound, ProviderDisabled
+from orders.providers.payload import parse_json_object
 from orders.service import create_order
 from orders.views import order_dict
 from receiver.errors import Forbidden, Unauthorized, UnsupportedMediaType
@@ -54,9 +55,8 @@ def create(provider: str) -> Any:
     adapter = _adapter(provider)
     if request.mimetype != "application/json":
         raise UnsupportedMediaType("content type must be application/json")
-    payload = request.get_json(silent=True)
-    if not isinstance(payload, dict):
-        raise InvalidPayload("body is not a JSON object")
+    # The same bounded reading as a callback's (depth, NUL, lone surrogates, numbers).
+    payload = parse_json_object(request.get_data())
     outcome = create_order(deps.store, adapter, payload)
     order = deps.store.order_view(provider, outcome.event.external_order_id)
     return jsonify(order_dict(order)), 201

@@ -5,6 +5,12 @@ value parsed from JSON (key order kept as received, numbers as JavaScript prints
 them: ``1000.0`` is ``1000``). Strings are escaped as ``JSON.stringify`` escapes
 them, which for these inputs is what Python's ``json`` does with
 ``ensure_ascii=False``.
+
+Every JSON number is a double in JavaScript: an integer too large for one
+(``10**309``) is ``Infinity``, which ``String`` prints as ``"Infinity"`` and
+``JSON.stringify`` as ``null``; Python's ``float()`` would raise instead. The
+nesting ``js_stringify`` recurses over is bounded by whoever parsed the value
+(``orders.providers.payload.MAX_DEPTH`` for callbacks).
 """
 
 from __future__ import annotations
@@ -12,6 +18,17 @@ from __future__ import annotations
 import json
 import math
 from typing import Any
+
+
+def _as_double(value: int) -> int | float:
+    """The integer as JavaScript holds it: exact below 2**53, else the nearest double,
+    or an infinity when it is beyond every double."""
+    if abs(value) < 2**53:
+        return value
+    try:
+        return float(value)
+    except OverflowError:
+        return math.inf if value > 0 else -math.inf
 
 
 def js_number(value: Any) -> str:
@@ -23,9 +40,9 @@ def js_number(value: Any) -> str:
     if isinstance(value, str):
         return value
     if isinstance(value, int):
-        if abs(value) < 2**53:
+        value = _as_double(value)
+        if isinstance(value, int):
             return str(value)
-        value = float(value)
     if not isinstance(value, float):
         raise TypeError(f"not a JSON scalar: {type(value).__name__}")
     if math.isnan(value):
@@ -64,6 +81,8 @@ def js_stringify(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, int | float):
+        if isinstance(value, int):
+            value = _as_double(value)
         if isinstance(value, float) and not math.isfinite(value):
             return "null"  # JSON.stringify(NaN) === "null"
         return js_number(value)

@@ -58,12 +58,16 @@ def verify(
         return None
     if not raw:
         return None
-    secrets = list(secrets)
+    try:
+        messages = [(secret.name, signing_string(fields, secret.value)) for secret in secrets]
+    except UnicodeEncodeError:
+        # A lone surrogate in a field: AliX could not have signed it as UTF-8.
+        return None
     for key in public_keys:
-        for secret in secrets:
+        for secret_name, message in messages:
             try:
-                key.value.verify(raw, signing_string(fields, secret.value), PKCS1v15(), SHA256())
+                key.value.verify(raw, message, PKCS1v15(), SHA256())
             except InvalidSignature:
                 continue
-            return f"{key.name}+{secret.name}"
+            return f"{key.name}+{secret_name}"
     return None

@@ -70,7 +70,11 @@ def sign_callback(order_id: str, private_key: RSAPrivateKey) -> str:
 
 def verify_callback(order_id: str, signature: str, public_keys: Iterable[Named[RSAPublicKey]]) -> str | None:
     """The setting name of the first key that verifies ``signature`` for ``order_id``, or None."""
-    message = callback_message(order_id)
+    try:
+        message = callback_message(order_id)
+    except UnicodeEncodeError:
+        # A lone surrogate in the id: Changelly could not have signed it as UTF-8.
+        return None
     for key in public_keys:
         if _verify(message, signature, key.value):
             return key.name
