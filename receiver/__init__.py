@@ -1,4 +1,10 @@
-"""The HTTP edge: provider callbacks, the partner/ops API, health. Built by ``create_app``."""
+"""The HTTP edge: provider callbacks, the partner/ops API, health. Built by ``create_app``.
+
+The web tier never waits on the database for long: its engine bounds every wait
+(``WEB_DATABASE_WAIT``, well below gunicorn's 30 s timeout, ``receiver/gunicorn_conf.py``),
+reads go through the read-only engine (no write lock), and a wait that runs out
+is a 503 with ``Retry-After``. Webhooks need no database at all.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +14,18 @@ from flask import Flask
 from redis import Redis
 
 from config import Settings
+from orders.db import make_engine, reading
 from orders.migrate import Revisions
+from orders.providers import STATUS_MAPS, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
 from receiver import api, errors, health, webhooks
+from receiver.body import MAX_BODY
 from workers.services import build_services
 
-MAX_BODY = 64 * 1024
+__all__ = ["MAX_BODY", "WEB_DATABASE_WAIT", "create_app"]
+
+WEB_DATABASE_WAIT = 3.0  # seconds: the longest a request waits on the database
 
 
 def create_app(
@@ -23,15 +34,26 @@ def create_app(
     redis: Redis | None = None,
     store: Store | None = None,
     adapters: dict[str, ProviderAdapter] | None = None,
+    database_wait: float = WEB_DATABASE_WAIT,
 ) -> Flask:
     """Build the WSGI app; collaborators may be passed in (tests), else built from settings.
 
-    ``app.extensions["rampwatch"]`` holds the process's ``Services``;
-    ``app.extensions["rampwatch.revisions"]`` what /readyz compares the schema with."""
+    ``app.extensions["rampwatch"]`` holds the process's ``Services`` (its store's
+    engine bounded by ``database_wait`` unless a store is passed in);
+    ``app.extensions["rampwatch.reader"]`` the same store read through the read-only
+    engine; ``app.extensions["rampwatch.revisions"]`` what /readyz compares the
+    schema with."""
     app = Flask("rampwatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
-    app.extensions["rampwatch"] = build_services(settings, redis=redis, store=store, adapters=adapters)
+    # "//" in a path is a 404 like any other unknown path, not werkzeug's HTML redirect.
+    app.url_map.merge_slashes = False
+    if store is None:
+        engine = make_engine(settings.database_url, wait=database_wait)
+        store = Store(engine, STATUS_MAPS, poll_policies(settings))
+    services = build_services(settings, redis=redis, store=store, adapters=adapters)
+    app.extensions["rampwatch"] = services
+    app.extensions["rampwatch.reader"] = Store(reading(store.engine), STATUS_MAPS, poll_policies(settings))
     app.extensions["rampwatch.revisions"] = Revisions.load()
     errors.register(app)
     app.register_blueprint(webhooks.bp)

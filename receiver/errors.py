@@ -1,11 +1,21 @@
-"""One table from exceptions to HTTP statuses and JSON error bodies."""
+"""One table from exceptions to HTTP statuses and JSON error bodies.
+
+Every answer the app gives is JSON, errors included. Dependencies that are down
+or too slow are 503 with ``Retry-After`` (Redis, the database, a provider), so
+callers retry; none of them is a 500 or leaves a traceback in the logs. A
+database error is logged as one line naming its class, never its statement or
+parameters.
+"""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
-from flask import Flask, jsonify
+from flask import Flask, Response, jsonify
 from redis.exceptions import RedisError
+from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from orders.errors import (
@@ -17,6 +27,10 @@ from orders.errors import (
     ProviderUnavailable,
     SignatureInvalid,
 )
+
+log = logging.getLogger("rampwatch.receiver")
+
+RETRY_AFTER = 5  # seconds, on every 503
 
 
 class UnsupportedMediaType(Exception):
@@ -31,7 +45,15 @@ class Forbidden(Exception):
     pass
 
 
-# exception class -> (status, error code); the message is the exception's text.
+class BodyTimeout(Exception):
+    """The client stopped sending its body for longer than the receiver waits."""
+
+
+# Waiting on the database ran out, or it cannot be reached: transient, like Redis.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError, PoolTimeout)
+
+# exception class -> (status, error code); the message is the exception's text
+# unless ``MESSAGES`` has a fixed one (a dependency's own text is not for callers).
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (InvalidPayload, 400, "invalid_payload"),
     (SignatureInvalid, 401, "invalid_signature"),
@@ -39,41 +61,54 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (Forbidden, 403, "forbidden"),
     (ProviderDisabled, 404, "provider_disabled"),
     (OrderNotFound, 404, "order_not_found"),
+    (BodyTimeout, 408, "request_timeout"),
     (UnsupportedMediaType, 415, "unsupported_media_type"),
     (ProviderRejected, 502, "provider_rejected"),
     (ProviderResponseInvalid, 502, "provider_response_invalid"),
     (ProviderUnavailable, 503, "provider_unavailable"),
     (RedisError, 503, "queue_unavailable"),
+    *[(exc, 503, "database_unavailable") for exc in DATABASE_ERRORS],
 ]
 
+MESSAGES = {
+    "queue_unavailable": "the queue (Redis) is unavailable; retry",
+    "database_unavailable": "the database is unavailable or busy; retry",
+}
 
-def error_response(status: int, code: str, message: str, **extra: Any) -> Any:
+
+def error_response(
+    status: int, code: str, message: str, *, retry_after: int | None = None, **extra: Any
+) -> Response:
     body = {"error": message, "code": code, **extra}
     resp = jsonify(body)
     resp.status_code = status
     if status == 401 and code == "unauthorized":
         resp.headers["WWW-Authenticate"] = 'Bearer realm="rampwatch"'
-    if status == 503:
-        resp.headers["Retry-After"] = "5"
+    if retry_after is None and status == 503:
+        retry_after = RETRY_AFTER
+    if retry_after is not None:
+        resp.headers["Retry-After"] = str(retry_after)
     return resp
 
 
 def register(app: Flask) -> None:
     for exc_class, status, code in ERROR_TABLE:
 
-        def handler(exc: BaseException, status: int = status, code: str = code) -> Any:
+        def handler(exc: BaseException, status: int = status, code: str = code) -> Response:
             extra: dict[str, Any] = {}
             if isinstance(exc, InvalidPayload) and exc.fields:
                 extra["fields"] = exc.fields
-            message = (
-                str(exc) if not isinstance(exc, RedisError) else "the queue (Redis) is unavailable; retry"
-            )
+            if code == "database_unavailable":
+                # The class only: SQLAlchemy's text carries the statement.
+                cause = getattr(exc, "orig", None) or exc
+                log.warning("database unavailable: %s", type(cause).__name__)
+            message = MESSAGES.get(code) or str(exc)
             return error_response(status, code, message, **extra)
 
         app.register_error_handler(exc_class, handler)
 
     @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Any:
+    def http_error(exc: HTTPException) -> Response:
         code = (exc.name or "error").lower().replace(" ", "_")
         message = exc.description or exc.name
         if exc.code == 413:

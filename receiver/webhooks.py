@@ -5,6 +5,9 @@ the job; when Redis is down the answer is 503 so that the provider retries.
 A callback that fails verification is never queued for apply; if it names an
 order, a rate-limited healing poll of that order is queued instead (so a key
 misconfiguration heals through the provider's API instead of losing updates).
+
+The body is read within bounds (``receiver.body``: 64 KiB however framed, 408
+for a client that stops sending) and parsed with bounds by the adapter.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from redis.exceptions import RedisError
 
 from orders.errors import ProviderDisabled, SignatureInvalid
 from orders.events import utcnow
+from receiver.body import read_body
 from receiver.errors import UnsupportedMediaType
 
 log = logging.getLogger("rampwatch.receiver")
@@ -32,7 +36,7 @@ def callback(provider: str) -> Any:
         raise ProviderDisabled(f"provider {provider} is not configured")
     if request.mimetype != "application/json":
         raise UnsupportedMediaType(f"content type must be application/json, got {request.mimetype or 'none'}")
-    body = request.get_data(cache=False)  # MAX_CONTENT_LENGTH answers 413 first
+    body = read_body(request)
     try:
         event = adapter.parse_callback(body, dict(request.headers), utcnow())
     except SignatureInvalid:
