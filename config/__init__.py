@@ -2,6 +2,7 @@
 
 from config.settings import (
     ConfigError,
+    IPNetwork,
     Named,
     PollPolicy,
     ProviderSettings,
@@ -14,6 +15,7 @@ from config.settings import (
 
 __all__ = [
     "ConfigError",
+    "IPNetwork",
     "Named",
     "PollPolicy",
     "ProviderSettings",

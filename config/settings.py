@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from dotenv import dotenv_values
 
 T = TypeVar("T")
 N = TypeVar("N", int, float)
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_PATH = "var/rampwatch.sqlite3"
@@ -44,6 +46,10 @@ DEFAULT_POLL_HORIZON = 72 * 3600
 # How a rediss:// server's certificate is checked: hosted Redis add-ons (Heroku
 # Redis) present self-signed certificates, which only "none" accepts.
 REDIS_TLS_VERIFY_MODES = ("required", "none")
+# Refused (unverified) webhook requests one client address may make to one
+# provider per window before it is answered 429 for the rest of the window.
+DEFAULT_UNVERIFIED_LIMIT = 30
+DEFAULT_UNVERIFIED_WINDOW = 60
 
 
 class ConfigError(Exception):
@@ -81,7 +87,7 @@ class PollPolicy:
 # ------------------------------------------------------------ provider settings
 
 SPEC = "rampwatch.setting"
-KINDS = ("text", "url", "private_key", "public_key", "number", "duration", "choice", "poll")
+KINDS = ("text", "url", "private_key", "public_key", "number", "duration", "choice", "poll", "cidrs")
 
 
 @dataclass(frozen=True)
@@ -179,6 +185,11 @@ class Settings:
     sweep_batch: int = 500
     poll_lease: int = 120
     log_level: str = "INFO"
+    # How many proxies in front of the web process append to X-Forwarded-For (Heroku's
+    # router: 1); 0 trusts no such header and takes the peer's address.
+    trusted_proxies: int = 0
+    unverified_limit: int = DEFAULT_UNVERIFIED_LIMIT
+    unverified_window: int = DEFAULT_UNVERIFIED_WINDOW
 
     @property
     def safe_database_url(self) -> str:
@@ -278,6 +289,26 @@ class _Reader:
             )
             return None
         return value.rstrip("/")
+
+    def cidrs(self, name: str) -> tuple[IPNetwork, ...] | None:
+        """Comma-separated IP addresses or CIDR networks (``203.0.113.7, 198.51.100.0/24``)."""
+        value = self.raw(name)
+        if value is None:
+            return None
+        out: list[IPNetwork] = []
+        bad: list[str] = []
+        for part in (p.strip() for p in value.split(",")):
+            try:
+                out.append(ipaddress.ip_network(part))
+            except ValueError:
+                bad.append(part)
+        if bad:
+            self.problems.append(
+                f"{name}: {', '.join(repr(b) for b in bad)} not IP addresses or CIDR networks "
+                "(examples: 203.0.113.7, 198.51.100.0/24, 2001:db8::/32; no host bits after the /)"
+            )
+            return None
+        return tuple(out)
 
     def pem(self, name: str, loader: Callable[[bytes], object]) -> object | None:
         """A key given as PEM text, base64 of PEM, or a path to a PEM file."""
@@ -389,6 +420,8 @@ def _getter(r: _Reader, spec: Spec) -> Callable[[str], Any]:
         return lambda n: None if r.raw(n) is None else r.duration(n, 0) or None
     if spec.kind == "choice":
         return lambda n: None if r.raw(n) is None else r.choice(n, spec.options)
+    if spec.kind == "cidrs":
+        return r.cidrs
     raise ValueError(spec.kind)
 
 
@@ -478,6 +511,9 @@ def load_settings(
         sweep_batch=r.number("RAMPWATCH_SWEEP_BATCH", 500, int, 1),
         poll_lease=r.duration("RAMPWATCH_POLL_LEASE", 120),
         log_level=log_level,
+        trusted_proxies=r.number("RAMPWATCH_TRUSTED_PROXIES", 0, int, 0),
+        unverified_limit=r.number("RAMPWATCH_UNVERIFIED_LIMIT", DEFAULT_UNVERIFIED_LIMIT, int, 1),
+        unverified_window=r.duration("RAMPWATCH_UNVERIFIED_WINDOW", DEFAULT_UNVERIFIED_WINDOW),
     )
     if r.problems:
         raise ConfigError(r.problems)

@@ -12,6 +12,7 @@ import logging
 
 from flask import Flask
 from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings
 from orders.db import make_engine, reading
@@ -21,6 +22,7 @@ from orders.providers.base import ProviderAdapter
 from orders.store import Store
 from receiver import api, errors, health, webhooks
 from receiver.body import MAX_BODY
+from receiver.limits import UnverifiedLimiter
 from workers.services import build_services
 
 __all__ = ["MAX_BODY", "WEB_DATABASE_WAIT", "create_app"]
@@ -42,7 +44,7 @@ def create_app(
     engine bounded by ``database_wait`` unless a store is passed in);
     ``app.extensions["rampwatch.reader"]`` the same store read through the read-only
     engine; ``app.extensions["rampwatch.revisions"]`` what /readyz compares the
-    schema with."""
+    schema with; ``app.extensions["rampwatch.limiter"]`` the budget of refused callbacks."""
     app = Flask("rampwatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -55,6 +57,12 @@ def create_app(
     app.extensions["rampwatch"] = services
     app.extensions["rampwatch.reader"] = Store(reading(store.engine), STATUS_MAPS, poll_policies(settings))
     app.extensions["rampwatch.revisions"] = Revisions.load()
+    app.extensions["rampwatch.limiter"] = UnverifiedLimiter(
+        services.redis, settings.unverified_limit, settings.unverified_window
+    )
+    if settings.trusted_proxies:
+        # The client address as the proxies in front of us saw it, and nothing a client wrote.
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     errors.register(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)

@@ -45,8 +45,20 @@ class Forbidden(Exception):
     pass
 
 
+class AddressNotAllowed(Exception):
+    """The client address is not in the provider's ``<PREFIX>ALLOWED_IPS``."""
+
+
 class BodyTimeout(Exception):
     """The client stopped sending its body for longer than the receiver waits."""
+
+
+class RateLimited(Exception):
+    """Too many refused requests from one address to one provider in the window."""
+
+    def __init__(self, message: str, retry_after: int):
+        self.retry_after = retry_after
+        super().__init__(message)
 
 
 # Waiting on the database ran out, or it cannot be reached: transient, like Redis.
@@ -59,10 +71,12 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (SignatureInvalid, 401, "invalid_signature"),
     (Unauthorized, 401, "unauthorized"),
     (Forbidden, 403, "forbidden"),
+    (AddressNotAllowed, 403, "address_not_allowed"),
     (ProviderDisabled, 404, "provider_disabled"),
     (OrderNotFound, 404, "order_not_found"),
     (BodyTimeout, 408, "request_timeout"),
     (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (RateLimited, 429, "too_many_requests"),
     (ProviderRejected, 502, "provider_rejected"),
     (ProviderResponseInvalid, 502, "provider_response_invalid"),
     (ProviderUnavailable, 503, "provider_unavailable"),
@@ -102,8 +116,9 @@ def register(app: Flask) -> None:
                 # The class only: SQLAlchemy's text carries the statement.
                 cause = getattr(exc, "orig", None) or exc
                 log.warning("database unavailable: %s", type(cause).__name__)
+            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
             message = MESSAGES.get(code) or str(exc)
-            return error_response(status, code, message, **extra)
+            return error_response(status, code, message, retry_after=retry_after, **extra)
 
         app.register_error_handler(exc_class, handler)
 

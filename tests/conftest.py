@@ -294,6 +294,9 @@ def stack(
             "changelly": changelly_settings(keys, changelly_sandbox.url),
             "fuspay": fuspay_settings(fuspay_sandbox.url),
         },
+        # Flow tests post floods of forged callbacks from one address; the per-address
+        # limit of refusals has its own tests (tests/receiver/test_limits.py).
+        unverified_limit=10_000,
     )
     runtime = build_services(settings, redis=redis)
     token = runtime.install()

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from config import Named, PollPolicy, poll_setting, setting
+from config import IPNetwork, Named, PollPolicy, poll_setting, setting
 
 
 @dataclass(frozen=True)
@@ -46,6 +46,14 @@ class AlixPaySettings:
     poll: PollPolicy = poll_setting()
     timeout: float = setting(
         "TIMEOUT", "number", minimum=0.1, default=10.0, description="seconds, every AliX call"
+    )
+    # Optional: only these client addresses may post callbacks (the address is the
+    # peer's, or X-Forwarded-For's through RAMPWATCH_TRUSTED_PROXIES proxies).
+    allowed_ips: tuple[IPNetwork, ...] = setting(
+        "ALLOWED_IPS",
+        "cidrs",
+        default=(),
+        description="IP addresses or CIDR networks allowed to post AliX callbacks; unset: any",
     )
 
     @property

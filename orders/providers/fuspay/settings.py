@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from config import Named, PollPolicy, poll_setting, setting
+from config import IPNetwork, Named, PollPolicy, poll_setting, setting
 
 RECIPES = ("hmac-sha512", "sha512-append", "sha512-prepend", "oracle")
 SIGNATURE_KEYS = ("public+secret", "secret")
@@ -55,6 +55,14 @@ class FuspaySettings:
     poll: PollPolicy = poll_setting()
     timeout: float = setting(
         "TIMEOUT", "number", minimum=0.1, default=10.0, description="seconds, every Fuspay call"
+    )
+    # Optional: only these client addresses may post callbacks (the address is the
+    # peer's, or X-Forwarded-For's through RAMPWATCH_TRUSTED_PROXIES proxies).
+    allowed_ips: tuple[IPNetwork, ...] = setting(
+        "ALLOWED_IPS",
+        "cidrs",
+        default=(),
+        description="IP addresses or CIDR networks allowed to post Fuspay callbacks; unset: any",
     )
 
     @property
