@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test soak lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,6 +20,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+# Minutes of traffic and faults through real web, worker and clock processes, then every
+# order against the sandboxes' truth (devkit/soak/, prints one table); then the fault runs
+# too long for make test (tests/faults/soak_faults.py). About 10 minutes in all.
+soak: $(STAMP)
+	$(BIN)/python -m devkit.soak
+	$(BIN)/python -m pytest -q tests/faults/soak_faults.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

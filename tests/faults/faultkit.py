@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +41,7 @@ from conftest import (
 from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
+from scenarios import alixpay_sell, changelly_sell, fuspay_sell
 from sqlalchemy import create_engine, text
 from werkzeug.serving import make_server
 
@@ -51,7 +52,6 @@ from devkit.fleet import Fleet, Member, rampwatch_argv
 from devkit.fuspay.sandbox import FuspaySandbox
 from devkit.localredis import PrivateRedis
 from orders.migrate import upgrade
-from orders.states import TERMINAL
 from receiver import create_app
 from workers.queue import connect
 from workers.services import Services, build_services
@@ -83,7 +83,28 @@ class Faults:
     fleet: Fleet
     admin_url: str | None = None  # PostgreSQL: a connection to the server outside the test's database
     database_name: str | None = None
-    notes: list[str] = field(default_factory=list)
+
+    def create(self, provider: str, order_id: str) -> None:
+        """Create an order through the API, as the partner does."""
+        request = {
+            "alixpay": alixpay_sell,
+            "fuspay": lambda oid: fuspay_sell(oid, partner_callback_url=f"{self.base}/webhooks/fuspay"),
+            "changelly": changelly_sell,
+        }[provider](order_id)
+        resp = self.api("POST", f"/api/orders/{provider}", json=request)
+        assert resp.status_code == 201, resp.text
+
+    def registered(self, name: str) -> None:
+        wait_for(f"worker {name} registered", lambda: self.redis.exists(f"rq:worker:{name}") == 1, 20)
+
+    def callbacks_recorded(self, provider: str, order_id: str) -> list[str]:
+        """The statuses of the callbacks the store holds for an order (claimed ones too)."""
+        view = self.api("GET", f"/api/orders/{provider}/{order_id}").json()
+        return [
+            e["provider_status"] or e.get("claimed_status")
+            for e in view["timeline"]
+            if e["source"] == "callback"
+        ]
 
     def worker(self, name: str) -> Member:
         return self.fleet.start(name, rampwatch_argv("worker", "--name", name))
@@ -237,6 +258,3 @@ def fault_stack(
         redis_server.stop()
         if pg is not None:
             pg.close()
-
-
-TERMINAL_VALUES = {s.value for s in TERMINAL}

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Keys
+from conftest import POSTGRES_URL, Keys
 from faultkit import Faults, fault_stack, wait_for
 from scenarios import alixpay_sell
 from sqlalchemy import create_engine, text
@@ -127,6 +127,9 @@ def test_a_locked_sqlite_database_holds_the_worker_and_the_work_is_applied_after
     assert faults.fleet.exited() == []
 
 
+@pytest.mark.skipif(
+    not POSTGRES_URL, reason="PostgreSQL runs only with RAMPWATCH_TEST_POSTGRES_URL, as in the suite"
+)
 def test_postgres_connections_cut_for_6s_kill_no_worker_and_the_work_is_applied_after(
     pg_faults: Faults,
 ) -> None:
