@@ -32,6 +32,9 @@ from orders.errors import BadEventPayload, InvalidPayload
 from orders.events import COVERS_ALL, Event, decimal_text
 
 MAX_ID = 128
+# The longest amount the store keeps (its columns are 64 characters): 1e300 is
+# a finite number, but 301 digits written out.
+MAX_AMOUNT_CHARS = 64
 # The deepest nesting of arrays and objects a body may have. Provider payloads
 # are at most four levels deep; 32 leaves room and stays far below what would
 # recurse dangerously in json, marshmallow or jsformat.
@@ -132,7 +135,8 @@ def amount(value: Any, name: str, *, strict: bool = True) -> str | None:
     number or a numeric string; None when absent, empty or zero.
 
     One policy for every provider: an amount that is present but not a finite
-    number is refused in a callback (``strict``: InvalidPayload naming the field,
+    number, or longer than ``MAX_AMOUNT_CHARS`` written out, is refused in a
+    callback or a create request (``strict``: InvalidPayload naming the field,
     so 400), and left out of an answer to our own request (the status it carries
     still counts; the amount stays unknown until a readable one arrives)."""
     if value is None or value == "":
@@ -141,6 +145,8 @@ def amount(value: Any, name: str, *, strict: bool = True) -> str | None:
         if isinstance(value, bool) or not isinstance(value, int | float | str):
             raise BadEventPayload(f"not an amount: {type(value).__name__}")
         text = decimal_text(value.strip() if isinstance(value, str) else value)
+        if text is not None and len(text) > MAX_AMOUNT_CHARS:
+            raise BadEventPayload(f"amount longer than {MAX_AMOUNT_CHARS} characters")
     except BadEventPayload as exc:
         if strict:
             raise InvalidPayload(f"{name} is not an amount", [name]) from exc

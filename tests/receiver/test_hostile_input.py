@@ -60,6 +60,18 @@ def alix_ipn(keys: Keys, **fields: object) -> dict:
     return body
 
 
+def signed_ipn(keys: Keys, **fields: object) -> str:
+    """The signature AliX would give an IPN with these signed fields."""
+    body = {
+        "externalOrderId": "ord-1",
+        "type": "sell",
+        "fiatAmount": 100000,
+        "status": "AWAITING_PAYMENT",
+        **fields,
+    }
+    return alix_signing.sign(alix_signing.response_fields(body), WEBHOOK_SECRET, keys.alix.private)
+
+
 def fuspay_event(**fields: object) -> dict:
     body = {
         "event_name": "event.sell.init",
@@ -116,6 +128,16 @@ WEBHOOK_CASES: dict[str, Case] = {
     "alixpay-fiatAmount-1e400-float": lambda k: (
         "alixpay",
         with_raw(alix_ipn(k), "fiatAmount", "1e400"),
+        {},
+        400,
+        "invalid_payload",
+    ),
+    # Signed as AliX would sign it (String(1e300) is "1e+300"): finite, but 301 digits.
+    "alixpay-signed-fiatAmount-1e300": lambda k: (
+        "alixpay",
+        json.dumps(
+            alix_ipn(k, fiatAmount=1e300, signature=None) | {"signature": signed_ipn(k, fiatAmount=1e300)}
+        ).encode(),
         {},
         400,
         "invalid_payload",
@@ -214,6 +236,8 @@ API_CASES: dict[str, bytes] = {
     "api-create-lone-surrogate": json.dumps({**SELL, "bankAccountName": "\ud800"}).encode(),
     "api-create-nul-in-order-id": json.dumps({**SELL, "externalOrderId": "a\u0000b"}).encode(),
     "api-create-fiatAmount-10e309": with_raw(SELL, "fiatAmount", "1" + "0" * 309),
+    "api-create-fiatAmount-1e300": json.dumps({**SELL, "fiatAmount": 1e300}).encode(),
+    "api-create-fiatCurrency-40-characters": json.dumps({**SELL, "fiatCurrency": "X" * 40}).encode(),
 }
 
 

@@ -186,7 +186,7 @@ class SellOrderSchema(Schema):
     bankAccountNumber = fields.String(required=True, validate=validate.Length(min=1, max=64))
     bankAccountName = fields.String(required=True, validate=validate.Length(min=1, max=128))
     paymentMethod = fields.String(load_default="bank")
-    fiatCurrency = fields.String(load_default="VND")
+    fiatCurrency = fields.String(load_default="VND", validate=validate.Length(min=1, max=16))
     refCode = fields.String(load_default=None, allow_none=True)
     requestKycFields = fields.Dict(load_default=dict)
     requestPaymentFields = fields.Dict(load_default=dict)
