@@ -54,6 +54,15 @@ log = logging.getLogger("rampwatch.providers")
 def parse_json_object(body: bytes) -> dict[str, Any]:
     """The body as a JSON object. InvalidPayload when it is not UTF-8 JSON, not an
     object, nested deeper than ``MAX_DEPTH``, or holds a NUL or a lone surrogate."""
+    data = parse_json(body)
+    if not isinstance(data, dict):
+        raise InvalidPayload("body is not a JSON object")
+    return data
+
+
+def parse_json(body: bytes) -> Any:
+    """Any JSON value from the bytes of a callback or a provider's answer, read as the
+    providers' JavaScript reads it, within the same bounds as ``parse_json_object``."""
     try:
         text = body.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -64,8 +73,6 @@ def parse_json_object(body: bytes) -> dict[str, Any]:
         data = json.loads(text, parse_int=_js_integer, parse_constant=_no_constant)
     except ValueError as exc:
         raise InvalidPayload("body is not valid UTF-8 JSON") from exc
-    if not isinstance(data, dict):
-        raise InvalidPayload("body is not a JSON object")
     if _holds_unstorable(data):
         raise InvalidPayload("body holds a NUL character or a lone surrogate in a string")
     return data

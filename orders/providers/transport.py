@@ -16,7 +16,6 @@
 from __future__ import annotations
 
 import email.utils
-import json
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -24,7 +23,14 @@ from typing import Any
 
 import requests
 
-from orders.errors import ProviderRateLimited, ProviderRejected, ProviderResponseInvalid, ProviderUnavailable
+from orders.errors import (
+    InvalidPayload,
+    ProviderRateLimited,
+    ProviderRejected,
+    ProviderResponseInvalid,
+    ProviderUnavailable,
+)
+from orders.providers.payload import parse_json
 
 MAX_RETRY_AFTER = 3600.0
 
@@ -73,18 +79,22 @@ def check(what: str, resp: requests.Response, describe: Describe | None = None) 
 
 
 def json_answer(what: str, resp: requests.Response) -> Any:
-    """A 2xx answer's JSON value; ProviderResponseInvalid when it is not UTF-8 JSON."""
+    """A 2xx answer's JSON value, read within the bounds every callback is read in
+    (``payload.parse_json``); ProviderResponseInvalid when it is not UTF-8 JSON or
+    out of those bounds (a data error: asking again will not help)."""
     try:
-        return json.loads(resp.content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ProviderResponseInvalid(f"{what}: answer is not UTF-8 JSON", status=resp.status_code) from exc
+        return parse_json(resp.content)
+    except InvalidPayload as exc:
+        raise ProviderResponseInvalid(
+            f"{what}: answer is not usable JSON ({exc})", status=resp.status_code
+        ) from exc
 
 
 def json_body(resp: requests.Response) -> Any:
     """The response's JSON value, or None when it has none (for reading error bodies)."""
     try:
-        return json.loads(resp.content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        return parse_json(resp.content)
+    except InvalidPayload:
         return None
 
 

@@ -134,10 +134,7 @@ def parse_orders_page(answer: Answer) -> OrdersPage:
 
 def _error_body(resp: requests.Response) -> tuple[str, str, str] | None:
     """(errorType, errorMessage, details) of Changelly's error schema, or None."""
-    try:
-        data = json.loads(resp.content.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
-        return None
+    data = transport.json_body(resp)
     if not isinstance(data, dict) or not isinstance(data.get("errorType"), str):
         return None
     message = data.get("errorMessage")

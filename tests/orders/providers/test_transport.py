@@ -84,3 +84,25 @@ def test_a_connection_refused_is_unavailable() -> None:
         transport.send(
             requests.Session(), requests.Request("GET", "http://127.0.0.1:9/x"), what="x", timeout=1
         )
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a":' * 1000 + b"1" + b"}" * 1000, b'{"id":"a\\u0000b"}', b'{"n":NaN}', b"\xff"],
+    ids=["nested 1,000 deep", "NUL", "NaN", "not UTF-8"],
+)
+def test_an_answer_out_of_bounds_is_invalid_not_a_crash(body: bytes) -> None:
+    """Answers are read within the bounds callbacks are read in: a poll job fails as a
+    data error instead of dying of a RecursionError and being retried."""
+    from orders.errors import ProviderResponseInvalid
+
+    server = answering(200, {"Content-Type": "application/json"}, body)
+    try:
+        resp = transport.send(
+            requests.Session(), requests.Request("GET", server.base + "/x"), what="test GET /x", timeout=2
+        )
+        with pytest.raises(ProviderResponseInvalid, match="not usable JSON"):
+            transport.json_answer("test GET /x", resp)
+        assert transport.json_body(resp) is None
+    finally:
+        server.close()

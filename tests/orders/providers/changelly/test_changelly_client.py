@@ -277,7 +277,7 @@ def test_error_answers_become_named_exceptions(
 def test_unreadable_answers(canned: Canned) -> None:
     adapter = ChangellyAdapter(settings(canned.base))
     canned.reply = (200, b"<html>oops</html>", {})
-    with pytest.raises(ProviderResponseInvalid, match="not UTF-8 JSON"):
+    with pytest.raises(ProviderResponseInvalid, match="not valid UTF-8 JSON"):
         adapter.poll("o-1")
     canned.reply = (400, b"<html>bad</html>", {})
     with pytest.raises(ProviderRejected) as exc:

@@ -227,7 +227,7 @@ def test_connection_refused_is_unavailable() -> None:
             "Partner not activated",
         ),
         ((200, {"error": True, "message": "bad"}), ProviderRejected, "bad"),
-        ((200, b"<html>ok</html>"), ProviderResponseInvalid, "not UTF-8 JSON"),
+        ((200, b"<html>ok</html>"), ProviderResponseInvalid, "not valid UTF-8 JSON"),
         ((200, ["x"]), ProviderResponseInvalid, "not an object"),
         (
             (200, {"success": True, "data": {"partner_order_id": "someone-else"}}),
