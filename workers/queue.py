@@ -27,7 +27,7 @@ from redis.exceptions import LockError, RedisError
 from redis.lock import Lock
 from redis.retry import Retry as RedisRetry
 from rq import Queue, Retry
-from rq.exceptions import DuplicateJobError, NoSuchJobError
+from rq.exceptions import DuplicateJobError, InvalidJobOperation, NoSuchJobError
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
 
@@ -166,7 +166,12 @@ class Queues:
         return job_id
 
     def enqueue_poll(self, provider: str, external_order_id: str, reason: str = "sweep") -> bool:
-        """Queue a poll of one order unless one is already queued or running."""
+        """Queue a poll of one order unless one is already queued or running.
+
+        A poll whose retry is waiting (scheduled up to a minute out after a provider
+        failure) runs now instead: whoever asks (the sweep, which follows the provider's
+        poll backoff; a callback; an operator) wants the latest state now, and a waiting
+        retry must not hold the order back for its full interval."""
         return self._enqueue_unique(
             self.polls,
             POLL_JOB,
@@ -174,6 +179,7 @@ class Queues:
             poll_job_id(provider, external_order_id),
             retry=POLL_RETRY,
             description=f"poll {provider} order ({reason})",
+            promote_scheduled=True,
         )
 
     def enqueue_sweep(self) -> bool:
@@ -303,9 +309,17 @@ class Queues:
         return int(count) <= limit
 
     def _enqueue_unique(
-        self, queue: Queue, func: str, args: tuple[Any, ...], job_id: str, **options: Any
+        self,
+        queue: Queue,
+        func: str,
+        args: tuple[Any, ...],
+        job_id: str,
+        *,
+        promote_scheduled: bool = False,
+        **options: Any,
     ) -> bool:
-        """Enqueue unless a live job with ``job_id`` exists. True when (re)queued."""
+        """Enqueue unless a live job with ``job_id`` exists. True when (re)queued; with
+        ``promote_scheduled``, a scheduled one (a retry waiting) is queued now."""
         options.setdefault("result_ttl", RESULT_TTL)
         options.setdefault("failure_ttl", FAILURE_TTL)
         options.setdefault("timeout", JOB_TIMEOUT)
@@ -329,6 +343,13 @@ class Queues:
                     queue.scheduled_job_registry.requeue(job)
                     log.info("requeued job %s: its worker died", job_id)
                     return True
+            if status == JobStatus.SCHEDULED and promote_scheduled:
+                try:
+                    queue.scheduled_job_registry.requeue(job)
+                except InvalidJobOperation:
+                    return False  # the scheduler queued it meanwhile
+                log.info("queued job %s now instead of at its retry", job_id)
+                return True
             if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
                 job.requeue()
                 log.info("requeued job %s after %s", job_id, status.value)

@@ -231,3 +231,8 @@ def test_a_provider_that_cannot_be_reached_is_retried_and_backs_off(runtime: Ser
     assert job.get_status() == JobStatus.SCHEDULED and job.retries_left == 1
     order = runtime.store.order_view("alixpay", "o-1")
     assert order.poll_attempts == 1 and order.last_polled_at is not None
+    # Asked for again (the sweep, once the order's poll backoff says so): it runs now, its
+    # retry does not hold the order back for the retry's interval.
+    assert runtime.queues.enqueue_poll("alixpay", "o-1", "sweep")
+    assert job.get_status(refresh=True) == JobStatus.QUEUED
+    assert not runtime.queues.enqueue_poll("alixpay", "o-1", "sweep")  # queued once
