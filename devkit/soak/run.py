@@ -7,7 +7,8 @@ A private Redis with AOF (``appendfsync everysec``), SQLite under ``--var`` (or
 their working directory is ``--var``, so no ``.env`` is read). Then ``--seconds`` of
 traffic (``traffic``) while ``faults`` injects its schedule, then every callback fault is
 switched off and the system gets ``--converge`` seconds to reach the sandboxes' truth by
-itself. It prints one table (``measure.Report``) and exits 0 only if every order
+itself and to record every callback it accepted (an accepted callback not recorded by
+then is counted lost). It prints one table (``measure.Report``) and exits 0 only if every order
 converged, no accepted callback was lost and no process exited on its own.
 """
 
@@ -132,11 +133,13 @@ def soak(
         faults_done.wait(120)
         traffic.settle(60)
         say(f"soak: traffic over ({len(traffic.orders)} orders); waiting up to {converge:g} s for the truth")
+        # Converged: every order at its truth and every accepted callback recorded (the
+        # last ones, flushed by settle(), may still be waiting in the queue).
         deadline = time.monotonic() + converge
         at_truth: dict[str, bool] = {}
         while time.monotonic() < deadline:
             at_truth = lag.sample()
-            if at_truth and all(at_truth.values()):
+            if at_truth and all(at_truth.values()) and not lost_callbacks(engine, sandboxes):
                 break
             time.sleep(1.0)
         lag.stop()
