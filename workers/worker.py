@@ -78,7 +78,8 @@ class Custodian(threading.Thread):
             if settled:
                 for queue in worker.queues:
                     liveness.reclaim(queue)
-            if isinstance(worker.scheduler, ThreadScheduler) and not self._stop_event.is_set():
+            # A stopping worker has stopped its scheduler on purpose: another one takes over.
+            if isinstance(worker.scheduler, ThreadScheduler) and not worker.stopping:
                 worker.scheduler.ensure_running(may_break=settled)
         except RedisError as exc:
             if not (patience and patience.stopping):

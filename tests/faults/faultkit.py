@@ -230,7 +230,8 @@ def fault_stack(
         "CHANGELLY_TIMEOUT": "2",
         "PYTHONPATH": str(ROOT),
     }
-    fleet = Fleet(env, ROOT, tmp_path / "logs")
+    # Not the checkout: a `.env` there (make run links one) must not reach these processes.
+    fleet = Fleet(env, tmp_path, tmp_path / "logs")
     stack = Faults(
         redis_server,
         Redis.from_url(redis_server.url, socket_timeout=10),
