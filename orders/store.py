@@ -337,6 +337,8 @@ class Store:
 
     def order_view(self, provider: str, external_order_id: str) -> Order | None:
         """The order with its events and anomalies loaded, or None."""
+        if not _storable(provider, external_order_id):
+            return None
         with self.sessions() as session:
             return session.scalars(
                 select(Order)
@@ -358,6 +360,8 @@ class Store:
 
     def order_ref(self, provider: str, external_order_id: str) -> tuple[str | None, str | None] | None:
         """(kind, provider_order_id) of a known order, or None."""
+        if not _storable(provider, external_order_id):
+            return None
         with self.sessions() as session:
             row = session.execute(
                 select(Order.kind, Order.provider_order_id).where(
@@ -368,6 +372,8 @@ class Store:
 
     def external_id_for(self, provider: str, provider_order_id: str) -> str | None:
         """Our order id for the provider's own order id, if we know the order."""
+        if not _storable(provider, provider_order_id):
+            return None
         with self.sessions() as session:
             return session.scalars(
                 select(Order.external_order_id)
@@ -377,6 +383,8 @@ class Store:
 
     def is_open(self, provider: str, external_order_id: str) -> bool:
         """We know the order and it is not finished."""
+        if not _storable(provider, external_order_id):
+            return False
         with self.sessions() as session:
             status = session.scalar(
                 select(Order.status).where(
@@ -386,6 +394,8 @@ class Store:
         return status is not None and Status(status) not in TERMINAL
 
     def exists(self, provider: str, external_order_id: str) -> bool:
+        if not _storable(provider, external_order_id):
+            return False
         with self.sessions() as session:
             return (
                 session.scalar(
@@ -421,3 +431,10 @@ def _facts(order: Order) -> OrderFacts:
         poll_attempts=order.poll_attempts,
         next_poll_at=order.next_poll_at,
     )
+
+
+def _storable(*texts: str) -> bool:
+    """Whether the store could hold these ids at all: no NUL (PostgreSQL refuses one in
+    any text) and no lone surrogate. A lookup of one that is not finds nothing,
+    instead of failing a job or a request on one database and not the other."""
+    return not any("\x00" in t or any("\ud800" <= c <= "\udfff" for c in t) for t in texts)

@@ -309,3 +309,13 @@ def test_a_poll_can_hold_an_order_again_after_it_resumed(store: Store) -> None:
     assert outs[-1].status is Status.ON_HOLD
     (resumed,) = store.apply([cev("pending", 40)])
     assert resumed.status is Status.PROCESSING and resumed.decision is Decision.APPLIED
+
+
+@pytest.mark.parametrize("odd", ["a\x00b", "a\ud800b"])
+def test_a_lookup_of_an_id_no_order_can_have_finds_nothing(store: Store, odd: str) -> None:
+    """A NUL fails any query on PostgreSQL: a healing job naming one used to error there."""
+    store.apply([ev("AWAITING_PAYMENT")])
+    assert store.is_open("alixpay", odd) is False and store.exists("alixpay", odd) is False
+    assert store.order_view("alixpay", odd) is None and store.order_ref("alixpay", odd) is None
+    assert store.external_id_for("alixpay", odd) is None
+    assert store.is_open("alixpay", "o-1") is True
