@@ -10,6 +10,7 @@ from conftest import Keys, alix_settings
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+from scenarios import alixpay_sell
 
 from config import Settings
 from devkit.alixpay.sandbox import AlixSandbox
@@ -21,15 +22,7 @@ from workers.queue import POLLS
 
 TOKEN = "api-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SELL = {
-    "externalOrderId": "api-1",
-    "currency": "USDT",
-    "network": "TRC20",
-    "fiatAmount": 500000,
-    "bankCode": "VCB",
-    "bankAccountNumber": "0123456789",
-    "bankAccountName": "NGUYEN VAN A",
-}
+SELL = alixpay_sell("api-1")
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+from scenarios import alixpay_sell
 
 from config import Settings
 from devkit.localredis import free_port
@@ -31,15 +32,7 @@ from workers.queue import EVENTS, POLLS
 
 TOKEN = "bounds-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
-SELL = {
-    "externalOrderId": "outage-1",
-    "currency": "USDT",
-    "network": "TRC20",
-    "fiatAmount": 500000,
-    "bankCode": "VCB",
-    "bankAccountNumber": "0123456789",
-    "bankAccountName": "NGUYEN VAN A",
-}
+SELL = alixpay_sell("outage-1")
 
 
 def settings_on(database_url: str, redis: Redis, keys: Keys) -> Settings:

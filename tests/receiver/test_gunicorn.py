@@ -27,6 +27,7 @@ from conftest import WEBHOOK_SECRET, Keys, alix_env
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+from scenarios import alixpay_sell
 
 from devkit.localredis import PrivateRedis, free_port
 from orders.db import make_engine
@@ -221,15 +222,7 @@ def test_a_write_lock_holds_no_read_and_bounds_writes(
         )
         assert view.status_code == 404 and view.json()["code"] == "order_not_found" and took < PROMPT
         # A write waits for the lock within the bound, then says so.
-        create = {
-            "externalOrderId": "locked-create",
-            "currency": "USDT",
-            "network": "TRC20",
-            "fiatAmount": 500000,
-            "bankCode": "VCB",
-            "bankAccountNumber": "0123456789",
-            "bankAccountName": "NGUYEN VAN A",
-        }
+        create = alixpay_sell("locked-create")
         refused, took = timed(
             lambda: requests.post(
                 f"{web.base}/api/orders/alixpay", json=create, headers=AUTH, timeout=BOUND + 5

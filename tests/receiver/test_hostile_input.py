@@ -28,6 +28,7 @@ from flask.testing import FlaskClient
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+from scenarios import alixpay_sell
 from werkzeug.test import TestResponse
 
 from config import Settings
@@ -221,15 +222,7 @@ WEBHOOK_CASES: dict[str, Case] = {
     ),
 }
 
-SELL = {
-    "externalOrderId": "api-hostile-1",
-    "currency": "USDT",
-    "network": "TRC20",
-    "fiatAmount": 500000,
-    "bankCode": "VCB",
-    "bankAccountNumber": "0123456789",
-    "bankAccountName": "NGUYEN VAN A",
-}
+SELL = alixpay_sell("api-hostile-1")
 
 API_CASES: dict[str, bytes] = {
     "api-create-nested-1000-deep": with_raw(SELL, "requestKycFields", nested(1000)),
