@@ -71,6 +71,15 @@ class Order(Base):
         Index("ix_orders_provider_order_id", "provider", "provider_order_id"),
         Index("ix_orders_next_poll_at", "next_poll_at"),
         Index("ix_orders_provider_status", "provider", "status"),
+        Index("ix_orders_updated_at", "updated_at"),
+        Index(
+            "uq_orders_idempotency_key",
+            "provider",
+            "idempotency_key",
+            unique=True,
+            sqlite_where=text("idempotency_key IS NOT NULL"),
+            postgresql_where=text("idempotency_key IS NOT NULL"),
+        ),
     )
 
     id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
@@ -94,6 +103,12 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     terminal_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Past the expected time for its provider and state (see the stuck settings), and why.
+    stuck_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    stuck_reason: Mapped[str | None] = mapped_column(String(200))
+    # The partner's Idempotency-Key of the creation request, and a hash of its body.
+    idempotency_key: Mapped[str | None] = mapped_column(String(200))
+    request_hash: Mapped[str | None] = mapped_column(String(64))
 
     events: Mapped[list[EventRecord]] = relationship(
         back_populates="order", order_by="EventRecord.id", lazy="raise_on_sql"
@@ -157,5 +172,30 @@ class Anomaly(Base):
     detail: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     resolved_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    resolution: Mapped[str | None] = mapped_column(Text)  # the operator's comment
 
     order: Mapped[Order] = relationship(back_populates="anomalies", lazy="raise_on_sql")
+
+
+class Notification(Base):
+    """The outbox: what the partner is to be told, written in the transaction of the
+    change it tells of, delivered afterwards (in ``version`` order per order) and
+    served by the events feed (``id`` is the feed's cursor)."""
+
+    __tablename__ = "notifications"
+    __table_args__ = (
+        Index("ix_notifications_order_id", "order_id", "id"),
+        Index("ix_notifications_due", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(ID, primary_key=True, autoincrement=True)
+    order_id: Mapped[int] = mapped_column(ForeignKey("orders.id"))
+    kind: Mapped[str] = mapped_column(String(40))  # order.status_changed, order.stuck
+    version: Mapped[int] = mapped_column(Integer)  # the order's version it tells of
+    body: Mapped[str] = mapped_column(Text)  # the JSON payload, as signed and sent
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    next_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # None: nothing to do
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    dead_at: Mapped[datetime | None] = mapped_column(UTCDateTime())  # dead-lettered
+    last_error: Mapped[str | None] = mapped_column(String(300))

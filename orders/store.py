@@ -24,8 +24,9 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, update
+from sqlalchemy import Engine, and_, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -33,13 +34,20 @@ from config import PollPolicy
 from orders.db import make_sessionmaker
 from orders.errors import BadEventPayload, ProviderDisabled
 from orders.events import ANSWER_SOURCES, Event, utcnow
-from orders.models import Anomaly, EventRecord, Order
+from orders.models import Anomaly, EventRecord, Notification, Order
 from orders.plan import AnomalyKind, Observation, OrderFacts, Plan, plan, remember
 from orders.states import TERMINAL, Decision, Status, StatusMap
 
 __all__ = ["AnomalyKind", "DueOrder", "Outcome", "Store"]
 
 Clock = Callable[[], datetime]
+
+STATUS_CHANGED = "order.status_changed"
+STUCK = "order.stuck"
+# Held (PostgreSQL, to the end of the transaction) by every transaction that writes
+# notifications, from their insert to its commit: their ids are then in commit order,
+# so a reader paging the events feed by id never skips one that commits late.
+FEED_LOCK = 0x72616D70  # "ramp"
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,10 @@ class Outcome:
     decision: Decision
     status: Status
     version: int
-    changed: bool  # the canonical status changed
+    changed: bool  # the canonical status changed (and a notification was written)
     anomalies: tuple[str, ...] = ()
     replayed: bool = False  # the same delivery again: counted on its record
+    order_id: int | None = None  # the store's id of the order
 
 
 @dataclass(frozen=True)
@@ -107,12 +116,24 @@ class Store:
         for i, ev in enumerate(events):
             by_order.setdefault(ev.order_key, []).append(i)
         outcomes: list[Outcome | None] = [None] * len(events)
+        notices: list[Notification] = []
         with self.sessions.begin() as session:
             for key in sorted(by_order):
                 work = self._lock_or_adopt(session, key, now)
                 for i in by_order[key]:
-                    outcomes[i] = self._apply_one(session, work, events[i], now)
+                    outcomes[i] = self._apply_one(session, work, events[i], now, notices)
+            self._write_notifications(session, notices)
         return [o for o in outcomes if o is not None]
+
+    @staticmethod
+    def _write_notifications(session: Session, notices: list[Notification]) -> None:
+        """The outbox rows of this transaction, written last (see ``FEED_LOCK``)."""
+        if not notices:
+            return
+        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            # SQLite has one writer at a time already.
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+        session.add_all(notices)
 
     def _lock_or_adopt(self, session: Session, key: tuple[str, str], now: datetime) -> _OrderWork:
         provider, external_id = key
@@ -173,17 +194,28 @@ class Store:
             stmt = stmt.with_for_update()
         return session.scalars(stmt).one_or_none()
 
-    def _apply_one(self, session: Session, work: _OrderWork, ev: Event, now: datetime) -> Outcome:
+    def _apply_one(
+        self, session: Session, work: _OrderWork, ev: Event, now: datetime, notices: list[Notification]
+    ) -> Outcome:
         order = work.order
         decided = plan(
             _facts(order), work.history, ev, self.status_maps[ev.provider], self._policy(ev.provider), now
         )
         for name, value in decided.changes.items():
             setattr(order, name, value)
+        if decided.changed:
+            # A new state has a new expected time: whatever was stuck is not any more.
+            order.stuck_at = None
+            order.stuck_reason = None
+            notices.append(
+                notification(
+                    order, STATUS_CHANGED, now, previous_status=decided.before.value, source=ev.source
+                )
+            )
         work.history = remember(work.history, ev, decided)
         if decided.replay_of is not None:
             self._count_replay(session, work, decided, ev)
-            return self._outcome(ev, decided, replayed=True)
+            return self._outcome(ev, decided, order.id, replayed=True)
         covered = ev.covered("provider_status")
         record = EventRecord(
             order_id=order.id,
@@ -222,7 +254,7 @@ class Store:
                     created_at=now,
                 )
             )
-        return self._outcome(ev, decided)
+        return self._outcome(ev, decided, order.id)
 
     @staticmethod
     def _count_replay(session: Session, work: _OrderWork, decided: Plan, ev: Event) -> None:
@@ -239,7 +271,7 @@ class Store:
         record.last_seen_at = max(last, ev.observed)
 
     @staticmethod
-    def _outcome(ev: Event, decided: Plan, *, replayed: bool = False) -> Outcome:
+    def _outcome(ev: Event, decided: Plan, order_id: int, *, replayed: bool = False) -> Outcome:
         return Outcome(
             event=ev,
             decision=decided.decision,
@@ -248,6 +280,7 @@ class Store:
             changed=decided.changed,
             anomalies=tuple(kind for kind, _ in decided.anomalies),
             replayed=replayed,
+            order_id=order_id,
         )
 
     def _policy(self, provider: str) -> PollPolicy:
@@ -333,6 +366,98 @@ class Store:
                     flagged.append(DueOrder(order.provider, order.external_order_id))
         return flagged
 
+    # ------------------------------------------------------------ notifications
+
+    def claim_notification(self, order_id: int, lease_seconds: float) -> Notification | None:
+        """The order's next notification to send, claimed for ``lease_seconds``; None when
+        its oldest pending one (neither delivered nor dead) is not due, or there is none.
+
+        Per order, notifications go out in id (= version) order: a later one waits behind
+        the oldest pending one, never passes it. Claiming counts the attempt and moves
+        ``next_attempt_at`` past the lease, in a transaction holding that row's lock
+        (``FOR UPDATE`` on PostgreSQL, without SKIP LOCKED, which would hand out the next
+        one; SQLite's write lock), so two deliveries of one order never send the same
+        notification at once nor one out of order. An attempt whose worker died is due
+        again when its lease ends, and the sweep picks it up."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            stmt = (
+                select(Notification)
+                .where(
+                    Notification.order_id == order_id,
+                    Notification.delivered_at.is_(None),
+                    Notification.dead_at.is_(None),
+                )
+                .order_by(Notification.id)
+                .limit(1)
+            )
+            if session.bind.dialect.name != "sqlite":  # type: ignore[union-attr]
+                stmt = stmt.with_for_update()
+            head = session.scalars(stmt).one_or_none()
+            if head is None or head.next_attempt_at is None or head.next_attempt_at > now:
+                return None
+            head.attempts += 1
+            head.next_attempt_at = now + timedelta(seconds=lease_seconds)
+            return head
+
+    def notification_delivered(self, notification_id: int) -> None:
+        """The partner acknowledged it (2xx): nothing more to do."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Notification)
+                .where(Notification.id == notification_id, Notification.delivered_at.is_(None))
+                .values(delivered_at=now, next_attempt_at=None)
+            )
+
+    def notification_failed(self, notification_id: int, error: str, retry_at: datetime | None) -> None:
+        """An attempt failed (``error``: short, no body, no secret): try again at
+        ``retry_at``, or, when None, dead-letter it (the events feed still serves it)."""
+        now = self.clock()
+        values: dict[str, object] = {"last_error": error[:300], "next_attempt_at": retry_at}
+        if retry_at is None:
+            values["dead_at"] = now
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Notification)
+                .where(
+                    Notification.id == notification_id,
+                    Notification.delivered_at.is_(None),
+                    Notification.dead_at.is_(None),
+                )
+                .values(**values)
+            )
+
+    def orders_with_due_notifications(self, limit: int) -> list[int]:
+        """Ids of up to ``limit`` orders whose oldest pending notification is due, longest
+        waiting first. An order whose oldest pending one waits out its backoff is not
+        listed, however many are queued behind it: its delivery could send none of them."""
+        now = self.clock()
+        earlier = Notification.__table__.alias("earlier")
+        blocked = (
+            select(earlier.c.id)
+            .where(
+                earlier.c.order_id == Notification.order_id,
+                earlier.c.id < Notification.id,
+                earlier.c.delivered_at.is_(None),
+                earlier.c.dead_at.is_(None),
+            )
+            .exists()
+        )
+        with self.sessions() as session:
+            rows = session.scalars(
+                select(Notification.order_id)
+                .where(
+                    Notification.next_attempt_at <= now,
+                    Notification.delivered_at.is_(None),
+                    Notification.dead_at.is_(None),
+                    ~blocked,
+                )
+                .order_by(Notification.next_attempt_at, Notification.id)
+                .limit(limit)
+            ).all()
+        return list(dict.fromkeys(rows))
+
     # ------------------------------------------------------------ readers
 
     def order_view(self, provider: str, external_order_id: str) -> Order | None:
@@ -405,6 +530,46 @@ class Store:
                 )
                 or 0
             ) > 0
+
+
+def notification(order: Order, kind: str, now: datetime, **extra: Any) -> Notification:
+    """An outbox row telling the partner of ``order`` as it stands now.
+
+    The order's columns hold only what a signature or a verified answer covered
+    (``orders.plan``), so the body carries nothing else. ``extra`` adds to ``data``."""
+    data = {
+        "provider": order.provider,
+        "external_order_id": order.external_order_id,
+        "provider_order_id": order.provider_order_id,
+        "kind": order.kind,
+        "version": order.version,
+        "status": order.status,
+        "provider_status": order.provider_status,
+        "amounts": {
+            "fiat_amount": order.fiat_amount,
+            "fiat_currency": order.fiat_currency,
+            "crypto_amount": order.crypto_amount,
+            "crypto_currency": order.crypto_currency,
+        },
+        "created_at": _iso(order.created_at),
+        "updated_at": _iso(order.updated_at),
+        "terminal_at": _iso(order.terminal_at),
+        **extra,
+    }
+    body = {"type": kind, "timestamp": now.isoformat(), "data": data}
+    return Notification(
+        order_id=order.id,
+        kind=kind,
+        version=order.version,
+        body=json.dumps(body, separators=(",", ":")),
+        created_at=now,
+        attempts=0,
+        next_attempt_at=now,
+    )
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None
 
 
 def _observed(source: str, first: datetime, last: datetime | None) -> datetime:
