@@ -50,6 +50,11 @@ REDIS_TLS_VERIFY_MODES = ("required", "none")
 # provider per window before it is answered 429 for the rest of the window.
 DEFAULT_UNVERIFIED_LIMIT = 30
 DEFAULT_UNVERIFIED_WINDOW = 60
+# Partner notifications: delays between delivery attempts (each with up to 20% jitter),
+# then the notification is dead-lettered after NOTIFY_MAX_ATTEMPTS attempts.
+DEFAULT_NOTIFY_BACKOFF = (5, 30, 120, 600, 1800, 3600, 3 * 3600, 6 * 3600)
+DEFAULT_NOTIFY_MAX_ATTEMPTS = 12
+DEFAULT_NOTIFY_TIMEOUT = 5.0
 
 
 class ConfigError(Exception):
@@ -178,7 +183,8 @@ class Settings:
     database_url: str = field(repr=False)
     redis_url: str = field(repr=False)
     redis_tls_verify: str = "required"
-    api_token: str | None = field(default=None, repr=False)
+    api_token: str | None = field(default=None, repr=False)  # the partner's
+    ops_token: str | None = field(default=None, repr=False)  # the operator's: raw bodies, repairs
     # slug -> that provider's settings, for the enabled providers only
     providers: Mapping[str, Any] = field(default_factory=dict)
     sweep_interval: float = 5.0
@@ -190,6 +196,13 @@ class Settings:
     trusted_proxies: int = 0
     unverified_limit: int = DEFAULT_UNVERIFIED_LIMIT
     unverified_window: int = DEFAULT_UNVERIFIED_WINDOW
+    # Where the partner is told of changes (None: not pushed; the events feed still serves them).
+    notify_url: str | None = None
+    # Standard Webhooks secrets (whsec_...), current first, then NOTIFY_SECRET_PREVIOUS.
+    notify_secrets: tuple[Named[str], ...] = field(default=(), repr=False)
+    notify_timeout: float = DEFAULT_NOTIFY_TIMEOUT
+    notify_max_attempts: int = DEFAULT_NOTIFY_MAX_ATTEMPTS
+    notify_backoff: tuple[int, ...] = DEFAULT_NOTIFY_BACKOFF
 
     @property
     def safe_database_url(self) -> str:
@@ -492,10 +505,17 @@ def load_settings(
     redis_url = (
         r.url("REDIS_URL", DEFAULT_REDIS_URL, schemes=("redis", "rediss", "unix")) or DEFAULT_REDIS_URL
     )
-    api_token = r.text("RAMPWATCH_API_TOKEN")
-    if api_token is not None and len(api_token) < 16:
-        r.problems.append("RAMPWATCH_API_TOKEN: must be at least 16 characters")
-        api_token = None
+    api_token = _token(r, "RAMPWATCH_API_TOKEN")
+    ops_token = _token(r, "RAMPWATCH_OPS_TOKEN")
+    if api_token is not None and api_token == ops_token:
+        r.problems.append("RAMPWATCH_OPS_TOKEN: must differ from RAMPWATCH_API_TOKEN")
+        ops_token = None
+    notify_url = r.url("NOTIFY_URL")
+    notify_secrets = _twins(r, "NOTIFY_SECRET", lambda name: _webhook_secret(r, name))
+    if notify_url and not notify_secrets:
+        r.problems.append(
+            "NOTIFY_SECRET: required with NOTIFY_URL (a whsec_... secret to sign notifications)"
+        )
     log_level = (r.text("RAMPWATCH_LOG_LEVEL") or "INFO").upper()
     if log_level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
         r.problems.append("RAMPWATCH_LOG_LEVEL: one of DEBUG, INFO, WARNING, ERROR")
@@ -504,6 +524,7 @@ def load_settings(
         redis_url=redis_url,
         redis_tls_verify=r.choice("REDIS_TLS_VERIFY", REDIS_TLS_VERIFY_MODES),
         api_token=api_token,
+        ops_token=ops_token,
         providers={
             slug: loaded for slug, cls in providers.items() if (loaded := _provider(r, cls)) is not None
         },
@@ -514,10 +535,42 @@ def load_settings(
         trusted_proxies=r.number("RAMPWATCH_TRUSTED_PROXIES", 0, int, 0),
         unverified_limit=r.number("RAMPWATCH_UNVERIFIED_LIMIT", DEFAULT_UNVERIFIED_LIMIT, int, 1),
         unverified_window=r.duration("RAMPWATCH_UNVERIFIED_WINDOW", DEFAULT_UNVERIFIED_WINDOW),
+        notify_url=notify_url,
+        notify_secrets=notify_secrets,
+        notify_timeout=r.number("NOTIFY_TIMEOUT", DEFAULT_NOTIFY_TIMEOUT, float, 0.1),
+        notify_max_attempts=r.number("NOTIFY_MAX_ATTEMPTS", DEFAULT_NOTIFY_MAX_ATTEMPTS, int, 1),
+        notify_backoff=r.durations("NOTIFY_BACKOFF", DEFAULT_NOTIFY_BACKOFF),
     )
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _token(r: _Reader, name: str) -> str | None:
+    token = r.text(name)
+    if token is not None and len(token) < 16:
+        r.problems.append(f"{name}: must be at least 16 characters")
+        return None
+    return token
+
+
+def _webhook_secret(r: _Reader, name: str) -> str | None:
+    """A Standard Webhooks secret: ``whsec_`` then base64 of 24 to 64 random bytes."""
+    value = r.text(name)
+    if value is None:
+        return None
+    try:
+        key = base64.b64decode(value.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        key = b""
+    if not value.startswith("whsec_") or not 24 <= len(key) <= 64:
+        r.problems.append(
+            f"{name}: expected whsec_ followed by base64 of 24 to 64 random bytes "
+            '(make one: python -c "import base64,os;'
+            "print('whsec_'+base64.b64encode(os.urandom(32)).decode())\")"
+        )
+        return None
+    return value
 
 
 def process_environment(base_dir: Path) -> dict[str, str]:

@@ -647,3 +647,64 @@ def test_safe_urls_mask_passwords(tmp_path) -> None:
     assert s.safe_database_url == "postgresql+psycopg://app:***@db:5432/rw"
     assert s.safe_redis_url == "redis://:***@cache:6379/0"
     assert load_settings({}, tmp_path).safe_redis_url == "redis://127.0.0.1:6379/0"
+
+
+# ------------------------------------------------------------ tokens and notifications
+
+WHSEC = "whsec_" + base64.b64encode(b"k" * 32).decode()
+WHSEC_OLD = "whsec_" + base64.b64encode(b"o" * 32).decode()
+
+
+def test_notifications_and_the_operator_token_are_read(tmp_path: Path) -> None:
+    s = load_settings(
+        {
+            "RAMPWATCH_API_TOKEN": "p" * 20,
+            "RAMPWATCH_OPS_TOKEN": "o" * 20,
+            "NOTIFY_URL": "https://partner.example/hooks/",
+            "NOTIFY_SECRET": WHSEC,
+            "NOTIFY_SECRET_PREVIOUS": WHSEC_OLD,
+            "NOTIFY_TIMEOUT": "2.5",
+            "NOTIFY_MAX_ATTEMPTS": "3",
+            "NOTIFY_BACKOFF": "1s,1m",
+        },
+        tmp_path,
+    )
+    assert (s.api_token, s.ops_token) == ("p" * 20, "o" * 20)
+    assert s.notify_url == "https://partner.example/hooks"
+    assert [(n.name, n.value) for n in s.notify_secrets] == [
+        ("NOTIFY_SECRET", WHSEC),
+        ("NOTIFY_SECRET_PREVIOUS", WHSEC_OLD),
+    ]
+    assert (s.notify_timeout, s.notify_max_attempts, s.notify_backoff) == (2.5, 3, (1, 60))
+    assert WHSEC not in repr(s) and "o" * 20 not in repr(s)
+
+
+def test_notifications_are_off_by_default(tmp_path: Path) -> None:
+    s = load_settings({}, tmp_path)
+    assert s.notify_url is None and s.notify_secrets == () and s.ops_token is None
+    assert s.notify_max_attempts >= 5 and s.notify_backoff[0] <= 30
+
+
+@pytest.mark.parametrize(
+    ("env", "problem"),
+    [
+        ({"NOTIFY_URL": "https://p.example/h"}, "NOTIFY_SECRET: required with NOTIFY_URL"),
+        ({"NOTIFY_SECRET": "not-whsec"}, "NOTIFY_SECRET: expected whsec_"),
+        ({"NOTIFY_SECRET": "whsec_" + base64.b64encode(b"short").decode()}, "NOTIFY_SECRET: expected whsec_"),
+        ({"NOTIFY_SECRET": "whsec_%%%"}, "NOTIFY_SECRET: expected whsec_"),
+        ({"NOTIFY_SECRET_PREVIOUS": WHSEC}, "NOTIFY_SECRET_PREVIOUS is set but NOTIFY_SECRET is not"),
+        ({"NOTIFY_URL": "ftp://p.example", "NOTIFY_SECRET": WHSEC}, "NOTIFY_URL: expected a URL"),
+        ({"RAMPWATCH_OPS_TOKEN": "short"}, "RAMPWATCH_OPS_TOKEN: must be at least 16"),
+        (
+            {"RAMPWATCH_API_TOKEN": "same" * 5, "RAMPWATCH_OPS_TOKEN": "same" * 5},
+            "RAMPWATCH_OPS_TOKEN: must differ",
+        ),
+        ({"NOTIFY_MAX_ATTEMPTS": "0"}, "NOTIFY_MAX_ATTEMPTS: must be at least 1"),
+        ({"NOTIFY_BACKOFF": "5s,soon"}, "NOTIFY_BACKOFF: 'soon'"),
+    ],
+)
+def test_bad_notification_settings_are_named(tmp_path: Path, env: dict[str, str], problem: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_settings(env, tmp_path)
+    assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
+    assert all("k" * 20 not in p for p in err.value.problems)
