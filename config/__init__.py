@@ -11,6 +11,7 @@ from config.settings import (
     parse_duration,
     poll_setting,
     setting,
+    stuck_times,
 )
 
 __all__ = [
@@ -24,4 +25,5 @@ __all__ = [
     "parse_duration",
     "poll_setting",
     "setting",
+    "stuck_times",
 ]

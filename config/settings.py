@@ -43,6 +43,16 @@ DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 DEFAULT_DATABASE_PATH = "var/rampwatch.sqlite3"
 DEFAULT_POLL_BACKOFF = (30, 60, 120, 300, 600, 1800, 3600)
 DEFAULT_POLL_HORIZON = 72 * 3600
+# How long an order is expected to stay in each open state before it counts as stuck;
+# each provider's settings adjust these to its documented flow (``stuck_times``).
+STUCK_STATES = ("CREATED", "AWAITING_PAYMENT", "PAYMENT_RECEIVED", "PROCESSING", "ON_HOLD")
+DEFAULT_STUCK_AFTER: tuple[tuple[str, int], ...] = (
+    ("CREATED", 15 * 60),
+    ("AWAITING_PAYMENT", 2 * 3600),
+    ("PAYMENT_RECEIVED", 3600),
+    ("PROCESSING", 2 * 3600),
+    ("ON_HOLD", 24 * 3600),
+)
 # How a rediss:// server's certificate is checked: hosted Redis add-ons (Heroku
 # Redis) present self-signed certificates, which only "none" accepts.
 REDIS_TLS_VERIFY_MODES = ("required", "none")
@@ -75,18 +85,31 @@ class Named(Generic[T]):
 
 @dataclass(frozen=True)
 class PollPolicy:
-    """How often to poll an open order: a backoff schedule and a horizon.
+    """How often to poll an open order, how long it may stay in each state, and a horizon.
 
     ``backoff`` is a list of delays in seconds; the n-th poll after the last
-    change waits ``backoff[min(n, len-1)]``. After ``horizon`` seconds an order
-    still open is flagged ``stale`` for operators (and still polled).
+    change waits ``backoff[min(n, len-1)]``. ``stuck_after`` gives, per
+    non-terminal canonical status, how long an order is expected to stay in it:
+    past that it is flagged ``stuck`` (once per state; the partner is told). After
+    ``horizon`` seconds an order still open is flagged ``stale`` for operators
+    (and still polled).
     """
 
     backoff: tuple[int, ...] = DEFAULT_POLL_BACKOFF
     horizon: int = DEFAULT_POLL_HORIZON
+    stuck_after: tuple[tuple[str, int], ...] = DEFAULT_STUCK_AFTER
 
     def delay(self, attempt: int) -> int:
         return self.backoff[min(max(attempt, 0), len(self.backoff) - 1)]
+
+    def expected(self, status: str) -> int | None:
+        """Seconds an order is expected to stay in ``status`` (None: no expectation)."""
+        return dict(self.stuck_after).get(status)
+
+
+def stuck_times(**seconds: int) -> tuple[tuple[str, int], ...]:
+    """``DEFAULT_STUCK_AFTER`` with some statuses' times replaced (a provider's flow)."""
+    return tuple({**dict(DEFAULT_STUCK_AFTER), **seconds}.items())
 
 
 # ------------------------------------------------------------ provider settings
@@ -139,14 +162,16 @@ def setting(
     return field(default=default, repr=not secret, metadata={SPEC: spec})
 
 
-def poll_setting() -> Any:
-    """The provider's poll policy, from ``<prefix>POLL_BACKOFF`` and ``<prefix>POLL_HORIZON``."""
+def poll_setting(default: PollPolicy | None = None) -> Any:
+    """The provider's poll policy, from ``<prefix>POLL_BACKOFF``, ``<prefix>POLL_HORIZON``
+    and ``<prefix>STUCK_AFTER``, over ``default`` (the provider's documented flow)."""
     return setting(
         "POLL",
         "poll",
-        default=PollPolicy(),
+        default=default or PollPolicy(),
         description="POLL_BACKOFF: delays between polls of an open order (reset on every change); "
-        "POLL_HORIZON: an order open longer is flagged stale",
+        "POLL_HORIZON: an order open longer is flagged stale; "
+        "STUCK_AFTER: STATUS=duration pairs, how long an order may stay in a state before it is stuck",
     )
 
 
@@ -169,7 +194,7 @@ def variables(cls: Any) -> list[tuple[str, Spec]]:
     out = []
     for _, spec in specs(cls):
         if spec.kind == "poll":
-            out += [(f"{cls.prefix}POLL_BACKOFF", spec), (f"{cls.prefix}POLL_HORIZON", spec)]
+            out += [(f"{cls.prefix}{n}", spec) for n in ("POLL_BACKOFF", "POLL_HORIZON", "STUCK_AFTER")]
             continue
         out.append((cls.prefix + spec.name, spec))
         if spec.rotation:
@@ -410,11 +435,36 @@ def _wanted(r: _Reader, prefix: str, required: tuple[str, ...], label: str) -> b
     return not missing
 
 
-def _poll(r: _Reader, prefix: str) -> PollPolicy:
+def _poll(r: _Reader, prefix: str, default: PollPolicy) -> PollPolicy:
     return PollPolicy(
-        backoff=r.durations(f"{prefix}POLL_BACKOFF", DEFAULT_POLL_BACKOFF),
-        horizon=r.duration(f"{prefix}POLL_HORIZON", DEFAULT_POLL_HORIZON),
+        backoff=r.durations(f"{prefix}POLL_BACKOFF", default.backoff),
+        horizon=r.duration(f"{prefix}POLL_HORIZON", default.horizon),
+        stuck_after=_stuck_after(r, f"{prefix}STUCK_AFTER", default.stuck_after),
     )
+
+
+def _stuck_after(r: _Reader, name: str, default: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """``AWAITING_PAYMENT=1h,ON_HOLD=2d``: the statuses named take these times, the others
+    keep the provider's defaults."""
+    value = r.raw(name)
+    if value is None:
+        return default
+    times = dict(default)
+    bad = []
+    for part in (p.strip() for p in value.split(",") if p.strip()):
+        status, _, duration = part.partition("=")
+        seconds = parse_duration(duration)
+        if status.strip().upper() not in STUCK_STATES or seconds is None or seconds <= 0:
+            bad.append(part)
+        else:
+            times[status.strip().upper()] = seconds
+    if bad:
+        r.problems.append(
+            f"{name}: {', '.join(repr(b) for b in bad)} not STATUS=duration pairs "
+            f"(statuses: {', '.join(STUCK_STATES)}; example: AWAITING_PAYMENT=1h,ON_HOLD=2d)"
+        )
+        return default
+    return tuple(times.items())
 
 
 def _getter(r: _Reader, spec: Spec) -> Callable[[str], Any]:
@@ -450,7 +500,8 @@ def _provider(r: _Reader, cls: Any) -> Any | None:
     for attr, spec in fields_:
         name = cls.prefix + spec.name
         if spec.kind == "poll":
-            values[attr] = _poll(r, cls.prefix)
+            field_default = next(f.default for f in dataclasses.fields(cls) if f.name == attr)
+            values[attr] = _poll(r, cls.prefix, field_default)
             continue
         get = _getter(r, spec)
         if spec.rotation:

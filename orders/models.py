@@ -72,6 +72,7 @@ class Order(Base):
         Index("ix_orders_next_poll_at", "next_poll_at"),
         Index("ix_orders_provider_status", "provider", "status"),
         Index("ix_orders_updated_at", "updated_at"),
+        Index("ix_orders_stuck_due", "provider", "status", "status_at"),
         Index(
             "uq_orders_idempotency_key",
             "provider",
@@ -103,6 +104,8 @@ class Order(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
     terminal_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
+    # Since when the order is in its canonical status (what "stuck" measures).
+    status_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     # Past the expected time for its provider and state (see the stuck settings), and why.
     stuck_at: Mapped[datetime | None] = mapped_column(UTCDateTime())
     stuck_reason: Mapped[str | None] = mapped_column(String(200))

@@ -151,6 +151,7 @@ class Store:
                 next_poll_at=now,
                 created_at=now,
                 updated_at=now,
+                status_at=now,
             )
             dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
             stmt = dialect.insert(Order).values(**values)
@@ -205,6 +206,7 @@ class Store:
             setattr(order, name, value)
         if decided.changed:
             # A new state has a new expected time: whatever was stuck is not any more.
+            order.status_at = now
             order.stuck_at = None
             order.stuck_reason = None
             notices.append(
@@ -332,6 +334,77 @@ class Store:
             order.last_polled_at = now
             delay = self._policy(provider).delay(order.poll_attempts)
             order.next_poll_at = now + timedelta(seconds=delay)
+
+    def flag_stuck(self, limit: int = 500) -> list[DueOrder]:
+        """Flag open orders that stayed in their state past its expected time (the
+        provider's ``stuck_after``), with the reason, and tell the partner once
+        (``order.stuck``). A change of state clears the flag (``_apply_one``)."""
+        now = self.clock()
+        flagged: list[DueOrder] = []
+        with self.sessions.begin() as session:
+            notices: list[Notification] = []
+            for provider in sorted(self.status_maps):
+                for status, seconds in self._policy(provider).stuck_after:
+                    if len(flagged) >= limit:
+                        break
+                    stmt = (
+                        select(Order)
+                        .where(
+                            Order.provider == provider,
+                            Order.status == status,
+                            Order.status_at < now - timedelta(seconds=seconds),
+                            Order.stuck_at.is_(None),
+                        )
+                        .order_by(Order.status_at)
+                        .limit(limit - len(flagged))
+                    )
+                    if session.bind.dialect.name != "sqlite":  # type: ignore[union-attr]
+                        stmt = stmt.with_for_update(skip_locked=True)
+                    for order in session.scalars(stmt).all():
+                        order.stuck_at = now
+                        order.stuck_reason = self._stuck_reason(session, order, seconds, now)
+                        notices.append(
+                            notification(
+                                order,
+                                STUCK,
+                                now,
+                                stuck_since=_iso(order.status_at),
+                                expected_seconds=seconds,
+                                reason=order.stuck_reason,
+                            )
+                        )
+                        flagged.append(DueOrder(order.provider, order.external_order_id))
+            self._write_notifications(session, notices)
+        return flagged
+
+    @staticmethod
+    def _stuck_reason(session: Session, order: Order, expected: int, now: datetime) -> str:
+        """Why an order is stuck, for operators: an open anomaly, failing polls, or
+        silence (no callback since ...)."""
+        waited = _span((now - (order.status_at or now)).total_seconds())
+        head = f"{order.status} for {waited} (expected {_span(expected)})"
+        kinds = session.scalars(
+            select(Anomaly.kind)
+            .where(Anomaly.order_id == order.id, Anomaly.resolved_at.is_(None))
+            .distinct()
+            .order_by(Anomaly.kind)
+        ).all()
+        if kinds:
+            return f"{head}: anomaly open ({', '.join(kinds)})"[:200]
+        last = dict(
+            session.execute(
+                select(EventRecord.source, func.max(EventRecord.recorded_at))
+                .where(EventRecord.order_id == order.id, EventRecord.source.in_(("callback", "poll")))
+                .group_by(EventRecord.source)
+            ).all()
+        )
+        last_poll = last.get("poll")
+        if order.last_polled_at is not None and (last_poll is None or order.last_polled_at > last_poll):
+            # poll_failed stamps last_polled_at without an event: the latest polls failed
+            since = _iso(last_poll) if last_poll is not None else "the first"
+            return f"{head}: polls failing (last answer {since}, {order.poll_attempts} attempts)"[:200]
+        callback = last.get("callback")
+        return f"{head}: no callback since {_iso(callback) if callback else 'ever'}"[:200]
 
     def flag_stale(self, limit: int = 500) -> list[DueOrder]:
         """Raise a ``stale`` anomaly, once, on open orders past their provider's horizon."""
@@ -570,6 +643,14 @@ def notification(order: Order, kind: str, now: datetime, **extra: Any) -> Notifi
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+def _span(seconds: float) -> str:
+    """``2h 5m``, ``45m``, ``3d 4h``: a duration for people."""
+    minutes = int(seconds // 60)
+    days, hours, mins = minutes // 1440, minutes // 60 % 24, minutes % 60
+    parts = [f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (mins, "m")) if n]
+    return " ".join(parts[:2]) or f"{int(seconds)}s"
 
 
 def _observed(source: str, first: datetime, last: datetime | None) -> datetime:

@@ -258,7 +258,8 @@ def test_full_alix_config_is_enabled(keys: Keys, tmp_path: Path) -> None:
     assert [k.name for k in a.public_keys] == ["ALIXPAY_PUBLIC_KEY"]
     assert a.public_keys[0].value.public_numbers() == keys.alix.public.public_numbers()
     assert a.base_url == BASE_URL
-    assert a.poll == PollPolicy(backoff=DEFAULT_BACKOFF, horizon=72 * 3600)
+    assert (a.poll.backoff, a.poll.horizon) == (DEFAULT_BACKOFF, 72 * 3600)
+    assert a.poll.expected("AWAITING_PAYMENT") == 3600  # AliX's own flow, not the generic 2h
     assert a.timeout == 10.0
 
 
@@ -268,7 +269,7 @@ def test_alix_optional_values_are_read(keys: Keys, tmp_path: Path) -> None:
     a = load_settings(env, tmp_path).provider("alixpay")
     assert a is not None
     assert a.base_url == "https://sandbox.alix.example"  # trailing slash dropped
-    assert a.poll == PollPolicy(backoff=(30, 60, 300), horizon=259200)
+    assert (a.poll.backoff, a.poll.horizon) == ((30, 60, 300), 259200)
     assert a.timeout == 2.5
 
 
@@ -708,3 +709,27 @@ def test_bad_notification_settings_are_named(tmp_path: Path, env: dict[str, str]
         load_settings(env, tmp_path)
     assert any(p.startswith(problem) for p in err.value.problems), err.value.problems
     assert all("k" * 20 not in p for p in err.value.problems)
+
+
+def test_stuck_times_default_to_each_provider_flow_and_are_overridden_per_status(
+    keys: Keys, tmp_path: Path
+) -> None:
+    env = alix_env(keys, "https://sandbox.alix.example/")
+    a = load_settings(env, tmp_path).provider("alixpay")
+    assert [a.poll.expected(s) for s in ("CREATED", "AWAITING_PAYMENT", "PROCESSING", "SUCCESS")] == [
+        900,
+        3600,
+        3600,
+        None,
+    ]
+    env["ALIXPAY_STUCK_AFTER"] = "awaiting_payment=30m, ON_HOLD=2d"
+    a = load_settings(env, tmp_path).provider("alixpay")
+    assert [a.poll.expected(s) for s in ("AWAITING_PAYMENT", "ON_HOLD", "PROCESSING")] == [1800, 172800, 3600]
+
+
+@pytest.mark.parametrize("value", ["SUCCESS=1h", "AWAITING_PAYMENT", "AWAITING_PAYMENT=soon", "PROCESSING=0"])
+def test_bad_stuck_times_are_named(keys: Keys, tmp_path: Path, value: str) -> None:
+    env = {**alix_env(keys, "https://sandbox.alix.example/"), "ALIXPAY_STUCK_AFTER": value}
+    with pytest.raises(ConfigError) as err:
+        load_settings(env, tmp_path)
+    assert any(p.startswith("ALIXPAY_STUCK_AFTER: ") and "STATUS=duration" in p for p in err.value.problems)

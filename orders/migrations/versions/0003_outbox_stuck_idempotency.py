@@ -38,11 +38,16 @@ def upgrade() -> None:
     op.create_index("ix_notifications_order_id", "notifications", ["order_id", "id"])
     op.create_index("ix_notifications_due", "notifications", ["next_attempt_at"])
     with op.batch_alter_table("orders") as batch:
+        batch.add_column(sa.Column("status_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("stuck_at", sa.DateTime(timezone=True), nullable=True))
         batch.add_column(sa.Column("stuck_reason", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("idempotency_key", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("request_hash", sa.String(length=64), nullable=True))
+    # An order's last change is when it last moved (or was created): close enough for
+    # the orders there are when this runs.
+    op.execute("UPDATE orders SET status_at = COALESCE(terminal_at, updated_at, created_at)")
     op.create_index("ix_orders_updated_at", "orders", ["updated_at"])
+    op.create_index("ix_orders_stuck_due", "orders", ["provider", "status", "status_at"])
     op.create_index(
         "uq_orders_idempotency_key",
         "orders",
@@ -59,12 +64,14 @@ def downgrade() -> None:
     with op.batch_alter_table("anomalies") as batch:
         batch.drop_column("resolution")
     op.drop_index("uq_orders_idempotency_key", table_name="orders")
+    op.drop_index("ix_orders_stuck_due", table_name="orders")
     op.drop_index("ix_orders_updated_at", table_name="orders")
     with op.batch_alter_table("orders") as batch:
         batch.drop_column("request_hash")
         batch.drop_column("idempotency_key")
         batch.drop_column("stuck_reason")
         batch.drop_column("stuck_at")
+        batch.drop_column("status_at")
     op.drop_index("ix_notifications_due", table_name="notifications")
     op.drop_index("ix_notifications_order_id", table_name="notifications")
     op.drop_table("notifications")

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from config import IPNetwork, Named, PollPolicy, poll_setting, setting
+from config import IPNetwork, Named, PollPolicy, poll_setting, setting, stuck_times
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,12 @@ class AlixPaySettings:
         description="AliX's RSA public key: verifies IPNs and answers",
     )
     base_url: str = setting("BASE_URL", "url", required=True, description="e.g. https://sandbox.alixpay.com")
-    poll: PollPolicy = poll_setting()
+    # AliX documents no times. An AWAITING_PAYMENT order carries an ``expiresAt`` (the
+    # bank transfer's window, minutes to an hour); a paid order's token transfer and
+    # payout are automatic: an hour in either is past the expected flow.
+    poll: PollPolicy = poll_setting(
+        PollPolicy(stuck_after=stuck_times(AWAITING_PAYMENT=3600, PROCESSING=3600))
+    )
     timeout: float = setting(
         "TIMEOUT", "number", minimum=0.1, default=10.0, description="seconds, every AliX call"
     )

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 
-from config import IPNetwork, Named, PollPolicy, poll_setting, setting
+from config import IPNetwork, Named, PollPolicy, poll_setting, setting, stuck_times
 
 
 @dataclass(frozen=True)
@@ -29,7 +29,12 @@ class ChangellySettings:
         description="Changelly's callback public key: verifies X-Callback-Signature",
     )
     base_url: str = setting("BASE_URL", "url", required=True, description="https://fiat-api.changelly.com")
-    poll: PollPolicy = poll_setting()
+    # Changelly: "created" waits for the user's KYC and payment details and ends
+    # "expired" when they are not given in time; "pending" covers several stages of the
+    # provider behind it; "hold" is the provider's risk check.
+    poll: PollPolicy = poll_setting(
+        PollPolicy(stuck_after=stuck_times(AWAITING_PAYMENT=3 * 3600, PROCESSING=6 * 3600, ON_HOLD=48 * 3600))
+    )
     timeout: float = setting(
         "TIMEOUT", "number", minimum=0.1, default=10.0, description="seconds, every Changelly call"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from config import IPNetwork, Named, PollPolicy, poll_setting, setting
+from config import IPNetwork, Named, PollPolicy, poll_setting, setting, stuck_times
 
 RECIPES = ("hmac-sha512", "sha512-append", "sha512-prepend", "oracle")
 SIGNATURE_KEYS = ("public+secret", "secret")
@@ -52,7 +52,14 @@ class FuspaySettings:
     callback_url: str | None = setting(
         "CALLBACK_URL", "url", default=None, description="our webhook URL, sent on orders we create"
     )
-    poll: PollPolicy = poll_setting()
+    # Fuspay documents no times: the user's crypto deposit follows the quote at once
+    # (init), a received deposit is paid out as fiat by Fuspay's own rails, and a KYC
+    # error waits for the user (on hold).
+    poll: PollPolicy = poll_setting(
+        PollPolicy(
+            stuck_after=stuck_times(AWAITING_PAYMENT=3600, PAYMENT_RECEIVED=2 * 3600, ON_HOLD=24 * 3600)
+        )
+    )
     timeout: float = setting(
         "TIMEOUT", "number", minimum=0.1, default=10.0, description="seconds, every Fuspay call"
     )
