@@ -447,7 +447,10 @@ def histories(draw: st.DrawFn, smap: StatusMap) -> tuple[list[tuple[float, str]]
         if draw(st.booleans()) or smap.lookup(raw).status in TERMINAL:  # type: ignore[union-attr]
             delay = draw(st.floats(0, 40, allow_nan=False))
             observed.append(event(raw, when=when + delay, body=f"cb{i}:{raw}", provider=smap.provider))
-    for t in draw(st.lists(st.floats(1, end, allow_nan=False), max_size=6)):
+    for drawn in draw(st.lists(st.floats(1, end, allow_nan=False), max_size=6)):
+        # In milliseconds, as the event's timestamps hold them (a float a hair below a
+        # step would otherwise read the step before yet be stamped at the step itself).
+        t = round(drawn, 3)
         raw = status_at(t)
         if raw is not None:  # the same state reads the same: identical answers at other times
             observed.append(event(raw, source="poll", when=t, body=f"poll:{raw}", provider=smap.provider))
