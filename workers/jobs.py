@@ -1,4 +1,5 @@
-"""RQ jobs: apply an event, poll one order, sweep due orders, heal after a bad signature.
+"""RQ jobs: apply an event, poll one order, sweep due orders, heal after a bad signature,
+deliver an order's notifications to the partner.
 
 Error policy, enforced in one place (``job``, which wraps every job): jobs do
 not swallow exceptions. A ``DataError`` (bad payload, an unknown or disabled
@@ -14,6 +15,12 @@ At most one poll of an order runs at a time, whatever asked for it (sweep,
 callback trigger, healing, operator): a poll that finds another one under way
 schedules itself a little later instead (nothing is lost, nothing races). The
 store orders answers by the time they were fetched in any case.
+
+A change of an order's status writes a notification in the same transaction
+(``orders.store``); when ``NOTIFY_URL`` is set, the job that made the change queues
+the order's delivery (``deliver_notifications``, one job per order), and the sweep
+queues the delivery of every order with a notification due (a retry's time come, a
+lost job), so none waits on a job that never ran.
 """
 
 from __future__ import annotations
@@ -24,11 +31,14 @@ import logging
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import requests
 from rq import get_current_job
 from sqlalchemy.exc import SQLAlchemyError
 
 from orders.errors import DataError, ProviderError
 from orders.events import Event
+from orders.store import Outcome
+from workers.notify import Deliverer
 from workers.outages import database_unavailable
 from workers.services import NoServices, Services, current
 
@@ -92,6 +102,7 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
     if not event.external_order_id:
         event = _resolve_order(rt, event)
     (outcome,) = rt.store.apply([event])
+    _notify(rt, outcome)
     if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
         window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
         rt.queues.enqueue_trigger_poll(event.provider, event.external_order_id, window)
@@ -145,6 +156,7 @@ def _poll(rt: Services, provider: str, external_order_id: str, reason: str) -> d
         log.warning("poll of %s order failed (%s): %s", provider, reason, exc)
         raise
     (outcome,) = rt.store.apply([event])
+    _notify(rt, outcome)
     log.info(
         "polled %s order (%s): %s -> %s", provider, reason, event.provider_status, outcome.decision.value
     )
@@ -169,13 +181,64 @@ def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
     return {"polled": True, **poll_order(provider, external_order_id, reason="failed verification")}
 
 
+def _notify(rt: Services, outcome: Outcome) -> None:
+    """After a change: deliver its notification now (the sweep would, a little later)."""
+    if outcome.changed and outcome.order_id is not None and rt.settings.notify_url:
+        rt.queues.enqueue_delivery(outcome.order_id)
+
+
+@job
+def deliver_notifications(order_id: int) -> dict[str, Any]:
+    """Send the order's due notifications, oldest first, until one fails (``workers.notify``);
+    schedule that one's retry, or the rest when the run's budget is spent. The sweep
+    queues any order with a notification due in any case."""
+    rt = current()
+    if not rt.settings.notify_url:
+        return {"skipped": "NOTIFY_URL is not set"}
+    with requests.Session() as session:
+        report = Deliverer.from_settings(rt.settings, rt.store, session).run(order_id)
+    if report.retry_in is not None and report.retry_job is not None:
+        rt.queues.schedule_delivery(order_id, report.retry_in, report.retry_job)
+    elif report.budget_spent:
+        rt.queues.schedule_delivery(order_id, 0, f"notify-again-{order_id}")
+    return report.as_dict()
+
+
 @job
 def sweep() -> dict[str, Any]:
-    """Enqueue one poll per due open order (bounded batch) and flag orders past their horizon."""
+    """Enqueue one poll per due open order (bounded batch), flag orders past their horizon,
+    and, when notifications are pushed, queue the delivery of every order with one due."""
     rt = current()
     due = rt.store.claim_due(rt.settings.sweep_batch, rt.settings.poll_lease, rt.adapters.keys())
     queued = sum(1 for d in due if rt.queues.enqueue_poll(d.provider, d.external_order_id, "sweep"))
     stale = rt.store.flag_stale()
-    if due or stale:
-        log.info("sweep: %d due, %d polls queued, %d flagged stale", len(due), queued, len(stale))
-    return {"due": len(due), "queued": queued, "stale": len(stale)}
+    stuck = rt.store.flag_stuck()
+    if due or stale or stuck:
+        log.info(
+            "sweep: %d due, %d polls queued, %d flagged stale, %d flagged stuck",
+            len(due),
+            queued,
+            len(stale),
+            len(stuck),
+        )
+    deliveries = _queue_due_deliveries(rt)
+    return {
+        "due": len(due),
+        "queued": queued,
+        "stale": len(stale),
+        "stuck": len(stuck),
+        "deliveries": deliveries,
+    }
+
+
+def _queue_due_deliveries(rt: Services) -> int:
+    """The safety net of delivery: every order whose oldest pending notification is due (a
+    retry's time come, a job lost or never queued) gets its delivery queued, in a bounded
+    batch. None while notifications are not pushed."""
+    if not rt.settings.notify_url:
+        return 0
+    orders = rt.store.orders_with_due_notifications(rt.settings.sweep_batch)
+    queued = sum(1 for order_id in orders if rt.queues.enqueue_delivery(order_id))
+    if orders:
+        log.info("sweep: %d orders with notifications due, %d deliveries queued", len(orders), queued)
+    return queued

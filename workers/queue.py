@@ -38,13 +38,15 @@ log = logging.getLogger("rampwatch.queue")
 
 EVENTS = "events"
 POLLS = "polls"
+NOTIFICATIONS = "notifications"
 CONTROL = "control"
-QUEUE_NAMES = (EVENTS, POLLS, CONTROL)  # a worker listens in this order of priority
+QUEUE_NAMES = (EVENTS, POLLS, NOTIFICATIONS, CONTROL)  # a worker listens in this order of priority
 
 APPLY_JOB = "workers.jobs.apply_event"
 POLL_JOB = "workers.jobs.poll_order"
 SWEEP_JOB = "workers.jobs.sweep"
 HEAL_JOB = "workers.jobs.poll_if_known"
+DELIVER_JOB = "workers.jobs.deliver_notifications"
 
 SWEEP_JOB_ID = "sweep"
 # A job's Redis record outlives its run briefly for inspection; durable history is the store's.
@@ -53,6 +55,10 @@ FAILURE_TTL = 30 * 86400
 JOB_TIMEOUT = 120
 APPLY_RETRY = Retry(max=5, interval=[1, 5, 30, 120, 600])
 POLL_RETRY = Retry(max=2, interval=[10, 60])
+# A delivery job retries only trouble of its own (database, Redis): a failed HTTP attempt
+# is recorded on the notification and retried on NOTIFY_BACKOFF (``workers.notify``).
+DELIVER_RETRY = Retry(max=2, interval=[5, 30])
+DELIVER_AGAIN = 1  # seconds: a delivery asked for while the order's runs is scheduled this much later
 
 POLL_DEFER = 5  # seconds: a poll asked for while another runs is scheduled this much later
 
@@ -147,10 +153,11 @@ class Queues:
         self.redis = redis
         self.events = Queue(EVENTS, connection=redis, serializer=JSONSerializer)
         self.polls = Queue(POLLS, connection=redis, serializer=JSONSerializer)
+        self.notifications = Queue(NOTIFICATIONS, connection=redis, serializer=JSONSerializer)
         self.control = Queue(CONTROL, connection=redis, serializer=JSONSerializer)
 
     def all(self) -> list[Queue]:
-        return [self.events, self.polls, self.control]
+        return [self.events, self.polls, self.notifications, self.control]
 
     def enqueue_event(self, event: Event) -> str:
         """Queue ``event`` for ``apply``; returns its job id. Raises redis errors."""
@@ -245,20 +252,62 @@ class Queues:
         )
         return "scheduled" if scheduled else "already scheduled"
 
-    def _schedule_unique(self, delay: timedelta, args: tuple[Any, ...], job_id: str, **options: Any) -> bool:
-        """Schedule a poll in ``delay`` unless a live job with ``job_id`` exists (a
-        finished or failed one is replaced). True when scheduled."""
+    def enqueue_delivery(self, order_id: int) -> bool:
+        """Deliver the order's pending notifications (``workers.notify``): one job per order,
+        ``notify-<order id>``, so that any number of requests collapse into one run. One
+        asked for while that job runs (which may have looked already) is scheduled
+        ``DELIVER_AGAIN`` later as one more job per order. True when queued or scheduled."""
+        job_id = f"notify-{order_id}"
+        options: dict[str, Any] = {"retry": DELIVER_RETRY, "description": "deliver an order's notifications"}
+        if self._enqueue_unique(self.notifications, DELIVER_JOB, (order_id,), job_id, **options):
+            return True
+        try:
+            running = Job.fetch(job_id, connection=self.redis, serializer=JSONSerializer)
+            if running.get_status(refresh=True) != JobStatus.STARTED:
+                return False  # queued or scheduled: it has not looked yet
+        except NoSuchJobError:
+            pass  # it has just ended: the one scheduled below reads what it left
+        return self.schedule_delivery(order_id, DELIVER_AGAIN, f"notify-again-{order_id}")
+
+    def schedule_delivery(self, order_id: int, delay: float, job_id: str) -> bool:
+        """A delivery of the order's notifications in ``delay`` seconds (a retry's time),
+        unless a live job ``job_id`` exists. True when scheduled."""
+        return self._schedule_unique(
+            timedelta(seconds=max(delay, 0.0)),
+            (order_id,),
+            job_id,
+            queue=self.notifications,
+            func=DELIVER_JOB,
+            retry=DELIVER_RETRY,
+            description="deliver an order's notifications (scheduled)",
+        )
+
+    def _schedule_unique(
+        self,
+        delay: timedelta,
+        args: tuple[Any, ...],
+        job_id: str,
+        *,
+        queue: Queue | None = None,
+        func: str = POLL_JOB,
+        retry: Retry = POLL_RETRY,
+        **options: Any,
+    ) -> bool:
+        """Schedule ``func`` (a poll unless told) on ``queue`` (``polls``) in ``delay``
+        unless a live job with ``job_id`` exists (a finished or failed one is
+        replaced). True when scheduled."""
+        queue = queue or self.polls
         for _ in range(3):
             try:
-                self.polls.enqueue_in(
+                queue.enqueue_in(
                     delay,
-                    POLL_JOB,
+                    func,
                     *args,
                     job_id=job_id,
                     unique=True,
                     result_ttl=RESULT_TTL,
                     failure_ttl=FAILURE_TTL,
-                    retry=POLL_RETRY,
+                    retry=retry,
                     **options,
                 )
                 return True
