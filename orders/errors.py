@@ -73,3 +73,19 @@ class ProviderRateLimited(ProviderUnavailable):
 
 class ProviderResponseInvalid(ProviderError, DataError):
     """The provider's answer is unreadable or its signature does not verify."""
+
+
+class Conflict(DataError):
+    """The request contradicts what the store holds; ``code`` says how
+    (``idempotency_conflict``, ``order_exists``, ``creation_in_progress``,
+    ``already_resolved``). ``retry_after``: seconds after which the same request may
+    succeed (only for a conflict that passes)."""
+
+    def __init__(self, message: str, *, code: str, retry_after: int | None = None):
+        self.code = code
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class AnomalyNotFound(DataError):
+    """No anomaly with that id."""

@@ -26,13 +26,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, func, select, text, update
+from sqlalchemy import Engine, and_, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
 from config import PollPolicy
 from orders.db import make_sessionmaker
-from orders.errors import BadEventPayload, ProviderDisabled
+from orders.errors import AnomalyNotFound, BadEventPayload, Conflict, ProviderDisabled
 from orders.events import ANSWER_SOURCES, Event, utcnow
 from orders.models import Anomaly, EventRecord, Notification, Order
 from orders.plan import AnomalyKind, Observation, OrderFacts, Plan, plan, remember
@@ -530,6 +530,112 @@ class Store:
                 .limit(limit)
             ).all()
         return list(dict.fromkeys(rows))
+
+    # ------------------------------------------------------------ creation and operator writes
+
+    def claim_creation(
+        self, provider: str, external_order_id: str, idempotency_key: str | None, marker: str
+    ) -> Any:
+        """Claim the creation of an order: insert its bare row (what adoption writes)
+        holding ``idempotency_key`` and ``marker`` (``request_hash``) in one statement.
+
+        None: the row is ours, and so is the one call to the provider. Otherwise the
+        order that already holds the key (or, failing that, the order id), as a row of
+        ``external_order_id, idempotency_key, request_hash, status, version,
+        created_at``: its creation was claimed first, by this request repeated or by another. The
+        unique indexes on (provider, external_order_id) and (provider,
+        idempotency_key) decide between racing claims on both databases."""
+        now = self.clock()
+        values = dict(
+            provider=provider,
+            external_order_id=external_order_id,
+            status=Status.CREATED.value,
+            rank=0,
+            version=0,
+            details={},
+            poll_attempts=0,
+            next_poll_at=now,
+            created_at=now,
+            updated_at=now,
+            idempotency_key=idempotency_key,
+            request_hash=marker,
+        )
+        with self.sessions.begin() as session:
+            dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
+            # No conflict target: either unique index turns the insert into nothing.
+            stmt = dialect.insert(Order).values(**values).on_conflict_do_nothing().returning(Order.id)
+            if session.execute(stmt).scalar_one_or_none() is not None:
+                return None
+            columns = select(
+                Order.external_order_id,
+                Order.idempotency_key,
+                Order.request_hash,
+                Order.status,
+                Order.version,
+                Order.created_at,
+            )
+            row = None
+            if idempotency_key is not None:
+                row = session.execute(
+                    columns.where(Order.provider == provider, Order.idempotency_key == idempotency_key)
+                ).one_or_none()
+            if row is None:
+                row = session.execute(
+                    columns.where(Order.provider == provider, Order.external_order_id == external_order_id)
+                ).one()
+            return row
+
+    def settle_creation(self, provider: str, external_order_id: str, marker: str, request_hash: str) -> None:
+        """Our call to the provider has ended (however): ``marker`` becomes ``request_hash``."""
+        with self.sessions.begin() as session:
+            session.execute(
+                update(Order)
+                .where(
+                    Order.provider == provider,
+                    Order.external_order_id == external_order_id,
+                    Order.request_hash == marker,
+                )
+                .values(request_hash=request_hash)
+            )
+
+    def release_creation(self, provider: str, external_order_id: str, marker: str) -> None:
+        """Undo a claim whose creation record could not be written (the provider was not
+        called): the bare row goes, so a retry claims it again."""
+        with self.sessions.begin() as session:
+            session.execute(
+                delete(Order).where(
+                    Order.provider == provider,
+                    Order.external_order_id == external_order_id,
+                    Order.request_hash == marker,
+                    Order.version == 0,
+                    ~select(EventRecord.id).where(EventRecord.order_id == Order.id).exists(),
+                )
+            )
+
+    def resolve_anomaly(self, anomaly_id: int, comment: str) -> tuple[Anomaly, str, str]:
+        """Mark an anomaly resolved with the operator's comment; the anomaly, its order's
+        provider and id. Raises AnomalyNotFound, or Conflict (``already_resolved``) if
+        it was resolved before."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            stmt = select(Anomaly, Order.provider, Order.external_order_id).join(
+                Order, Order.id == Anomaly.order_id
+            )
+            stmt = stmt.where(Anomaly.id == anomaly_id)
+            if session.bind.dialect.name != "sqlite":  # type: ignore[union-attr]
+                stmt = stmt.with_for_update(of=Anomaly)
+            row = session.execute(stmt).one_or_none()
+            if row is None:
+                raise AnomalyNotFound(f"no anomaly {anomaly_id}")
+            anomaly = row[0]
+            if anomaly.resolved_at is not None:
+                raise Conflict(
+                    f"anomaly {anomaly_id} was resolved at {anomaly.resolved_at.isoformat()}",
+                    code="already_resolved",
+                )
+            anomaly.resolved_at = now
+            anomaly.resolution = comment
+        return anomaly, row.provider, row.external_order_id
 
     # ------------------------------------------------------------ readers
 

@@ -1,11 +1,12 @@
-"""Plain-data views of an order for the API and the CLI (one shape for both)."""
+"""Plain-data views for the API and the CLI (one shape for both): an order with its
+timeline, an order's summary (lists), an anomaly, an outbox notification (the events feed)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from orders.models import Order
+from orders.models import Anomaly, Notification, Order
 
 
 def _iso(value: Any) -> str | None:
@@ -61,18 +62,69 @@ def order_dict(order: Order, *, raw_bodies: bool = False) -> dict[str, Any]:
         "updated_at": _iso(order.updated_at),
         "terminal_at": _iso(order.terminal_at),
         "next_poll_at": _iso(order.next_poll_at),
-        "anomalies": [
-            {
-                "id": a.id,
-                "kind": a.kind,
-                "detail": json.loads(a.detail),
-                "event_id": a.event_id,
-                "created_at": _iso(a.created_at),
-                "resolved_at": _iso(a.resolved_at),
-            }
-            for a in order.anomalies
-        ],
+        "stuck_at": _iso(order.stuck_at),
+        "stuck_reason": order.stuck_reason,
+        "anomalies": [_anomaly(a) for a in order.anomalies],
         "timeline": timeline,
+    }
+
+
+def _anomaly(a: Anomaly) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "kind": a.kind,
+        "detail": json.loads(a.detail),
+        "event_id": a.event_id,
+        "created_at": _iso(a.created_at),
+        "resolved_at": _iso(a.resolved_at),
+        "resolution": a.resolution,
+    }
+
+
+def anomaly_dict(anomaly: Anomaly, provider: str, external_order_id: str) -> dict[str, Any]:
+    """An anomaly with the order it is about (the anomalies list)."""
+    return {**_anomaly(anomaly), "provider": provider, "external_order_id": external_order_id}
+
+
+def order_summary(order: Order, open_anomalies: int) -> dict[str, Any]:
+    """An order without its timeline (lists): where it stands and since when."""
+    return {
+        "provider": order.provider,
+        "external_order_id": order.external_order_id,
+        "provider_order_id": order.provider_order_id,
+        "kind": order.kind,
+        "status": order.status,
+        "provider_status": order.provider_status,
+        "version": order.version,
+        "amounts": {
+            "fiat_amount": order.fiat_amount,
+            "fiat_currency": order.fiat_currency,
+            "crypto_amount": order.crypto_amount,
+            "crypto_currency": order.crypto_currency,
+        },
+        "created_at": _iso(order.created_at),
+        "updated_at": _iso(order.updated_at),
+        "terminal_at": _iso(order.terminal_at),
+        "stuck_at": _iso(order.stuck_at),
+        "stuck_reason": order.stuck_reason,
+        "open_anomalies": open_anomalies,
+    }
+
+
+def notification_event(notification: Notification) -> dict[str, Any]:
+    """An outbox row as the events feed serves it: its envelope's type, timestamp and
+    data (``webhook_id`` is the id its push delivery carries)."""
+    try:
+        envelope = json.loads(notification.body)
+    except ValueError:
+        envelope = None
+    if not isinstance(envelope, dict):
+        envelope = {}
+    return {
+        "webhook_id": f"msg_{notification.id}",
+        "type": envelope.get("type", notification.kind),
+        "timestamp": envelope.get("timestamp", _iso(notification.created_at)),
+        "data": envelope.get("data"),
     }
 
 

@@ -20,12 +20,13 @@ from orders.migrate import Revisions
 from orders.providers import STATUS_MAPS, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
-from receiver import api, errors, health, webhooks
+from receiver import api, errors, health, openapi, webhooks
+from receiver.api.reconcile import RECONCILE_WAIT
 from receiver.body import MAX_BODY
 from receiver.limits import UnverifiedLimiter
 from workers.services import build_services
 
-__all__ = ["MAX_BODY", "WEB_DATABASE_WAIT", "create_app"]
+__all__ = ["MAX_BODY", "RECONCILE_WAIT", "WEB_DATABASE_WAIT", "create_app"]
 
 WEB_DATABASE_WAIT = 3.0  # seconds: the longest a request waits on the database
 
@@ -37,6 +38,7 @@ def create_app(
     store: Store | None = None,
     adapters: dict[str, ProviderAdapter] | None = None,
     database_wait: float = WEB_DATABASE_WAIT,
+    reconcile_wait: float = RECONCILE_WAIT,
 ) -> Flask:
     """Build the WSGI app; collaborators may be passed in (tests), else built from settings.
 
@@ -44,7 +46,9 @@ def create_app(
     engine bounded by ``database_wait`` unless a store is passed in);
     ``app.extensions["rampwatch.reader"]`` the same store read through the read-only
     engine; ``app.extensions["rampwatch.revisions"]`` what /readyz compares the
-    schema with; ``app.extensions["rampwatch.limiter"]`` the budget of refused callbacks."""
+    schema with; ``app.extensions["rampwatch.limiter"]`` the budget of refused callbacks;
+    ``app.extensions["rampwatch.openapi"]`` the spec ``/api/openapi.json`` serves;
+    ``reconcile_wait`` bounds ``/reconcile?wait=1``."""
     app = Flask("rampwatch")
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -67,5 +71,7 @@ def create_app(
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.extensions["rampwatch.reconcile_wait"] = reconcile_wait
+    app.extensions["rampwatch.openapi"] = openapi.build_spec(app)
     logging.getLogger("rampwatch").setLevel(settings.log_level)
     return app

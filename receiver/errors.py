@@ -19,6 +19,8 @@ from sqlalchemy.exc import TimeoutError as PoolTimeout
 from werkzeug.exceptions import HTTPException
 
 from orders.errors import (
+    AnomalyNotFound,
+    Conflict,
     InvalidPayload,
     OrderNotFound,
     ProviderDisabled,
@@ -45,6 +47,14 @@ class Forbidden(Exception):
     pass
 
 
+class InvalidParameter(InvalidPayload):
+    """A query parameter or header of an ``/api`` request is not valid; ``fields`` names it."""
+
+
+class PollFailed(Exception):
+    """An operator's reconcile waited for its poll, and the poll failed for good."""
+
+
 class AddressNotAllowed(Exception):
     """The client address is not in the provider's ``<PREFIX>ALLOWED_IPS``."""
 
@@ -67,6 +77,7 @@ DATABASE_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceE
 # exception class -> (status, error code); the message is the exception's text
 # unless ``MESSAGES`` has a fixed one (a dependency's own text is not for callers).
 ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
+    (InvalidParameter, 400, "invalid_parameter"),
     (InvalidPayload, 400, "invalid_payload"),
     (SignatureInvalid, 401, "invalid_signature"),
     (Unauthorized, 401, "unauthorized"),
@@ -74,11 +85,14 @@ ERROR_TABLE: list[tuple[type[BaseException], int, str]] = [
     (AddressNotAllowed, 403, "address_not_allowed"),
     (ProviderDisabled, 404, "provider_disabled"),
     (OrderNotFound, 404, "order_not_found"),
+    (AnomalyNotFound, 404, "anomaly_not_found"),
     (BodyTimeout, 408, "request_timeout"),
     (UnsupportedMediaType, 415, "unsupported_media_type"),
+    (Conflict, 409, "conflict"),  # the exception's own code: idempotency_conflict, ...
     (RateLimited, 429, "too_many_requests"),
     (ProviderRejected, 502, "provider_rejected"),
     (ProviderResponseInvalid, 502, "provider_response_invalid"),
+    (PollFailed, 502, "poll_failed"),
     (ProviderUnavailable, 503, "provider_unavailable"),
     (RedisError, 503, "queue_unavailable"),
     *[(exc, 503, "database_unavailable") for exc in DATABASE_ERRORS],
@@ -116,7 +130,9 @@ def register(app: Flask) -> None:
                 # The class only: SQLAlchemy's text carries the statement.
                 cause = getattr(exc, "orig", None) or exc
                 log.warning("database unavailable: %s", type(cause).__name__)
-            retry_after = exc.retry_after if isinstance(exc, RateLimited) else None
+            retry_after = exc.retry_after if isinstance(exc, (RateLimited, Conflict)) else None
+            if isinstance(exc, Conflict):
+                code = exc.code
             message = MESSAGES.get(code) or str(exc)
             return error_response(status, code, message, retry_after=retry_after, **extra)
 

@@ -57,6 +57,7 @@ from workers.queue import connect
 from workers.services import Services, build_services
 
 ROOT = Path(__file__).resolve().parents[2]
+E2E_OPS_TOKEN = "e2e-ops-token-0123456789abcdef"  # reconcile is the operator's
 
 
 def wait_for(what: str, predicate: Callable[[], bool], timeout: float, every: float = 0.2) -> float:
@@ -112,8 +113,9 @@ class Faults:
     def clock(self, name: str = "clock") -> Member:
         return self.fleet.start(name, rampwatch_argv("clock"))
 
-    def api(self, method: str, path: str, **kw: Any) -> requests.Response:
-        headers = {"Authorization": f"Bearer {E2E_TOKEN}"}
+    def api(self, method: str, path: str, *, ops: bool = False, **kw: Any) -> requests.Response:
+        """A call with the partner's token, or with ``ops`` the operator's (reconcile)."""
+        headers = {"Authorization": f"Bearer {E2E_OPS_TOKEN if ops else E2E_TOKEN}"}
         return requests.request(method, self.base + path, headers=headers, timeout=10, **kw)
 
     def status(self, provider: str, order_id: str) -> str | None:
@@ -196,6 +198,7 @@ def fault_stack(
         database_url=database_url,
         redis_url=redis_server.url,
         api_token=E2E_TOKEN,
+        ops_token=E2E_OPS_TOKEN,
         providers={
             "alixpay": alix_settings(keys, sandbox.url),
             "changelly": changelly_settings(keys, changelly_sandbox.url),
@@ -219,6 +222,7 @@ def fault_stack(
         "DATABASE_URL": database_url,
         "REDIS_URL": redis_server.url,
         "RAMPWATCH_API_TOKEN": E2E_TOKEN,
+        "RAMPWATCH_OPS_TOKEN": E2E_OPS_TOKEN,
         "RAMPWATCH_LOG_LEVEL": "INFO",
         "RAMPWATCH_SWEEP_INTERVAL": "1",
         "RAMPWATCH_POLL_LEASE": "5s",

@@ -52,7 +52,7 @@ def _slow_poll_in_flight(faults: Faults, order_id: str) -> None:
     """A poll of ``order_id`` running in a worker, its provider answering in 1.5 s."""
     faults.sandbox.set_switches(order_id, drop=True, detail_delay=1.5)
     faults.sandbox.advance(order_id, "PAYMENT_COMPLETED")
-    assert faults.api("POST", f"/api/orders/alixpay/{order_id}/reconcile").status_code == 202
+    assert faults.api("POST", f"/api/orders/alixpay/{order_id}/reconcile", ops=True).status_code == 202
     job_id = poll_job_id("alixpay", order_id)
     wait_for("the poll running", lambda: faults.job_status(job_id) == "started", 20, every=0.05)
 

@@ -107,7 +107,7 @@ def test_a_poll_killed_mid_flight_is_finished_by_another_worker_and_delayed_jobs
     registered(faults, "w1")
     time.sleep(1.0)  # w1's scheduler holds the scheduler lock
     faults.sandbox.set_switches("m0", detail_delay=1.5)
-    assert faults.api("POST", "/api/orders/alixpay/m0/reconcile").status_code == 202
+    assert faults.api("POST", "/api/orders/alixpay/m0/reconcile", ops=True).status_code == 202
     job_id = poll_job_id("alixpay", "m0")
     wait_for("the poll running", lambda: faults.job_status(job_id) == "started", 20, every=0.05)
     time.sleep(0.5)

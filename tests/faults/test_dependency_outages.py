@@ -74,7 +74,7 @@ def test_a_redis_restart_mid_job_kills_no_worker_or_clock_and_loses_no_accepted_
     # The job in hand when Redis goes: a poll the provider answers slowly.
     faults.sandbox.set_switches("r0", drop=True, detail_delay=1.5)
     faults.sandbox.advance("r0", "PAYMENT_COMPLETED")
-    assert faults.api("POST", "/api/orders/alixpay/r0/reconcile").status_code == 202
+    assert faults.api("POST", "/api/orders/alixpay/r0/reconcile", ops=True).status_code == 202
     started(faults, poll_job_id("alixpay", "r0"))
     # Callbacks accepted (200) while that poll runs: they wait in Redis for the worker.
     for oid in orders[1:]:

@@ -1,4 +1,7 @@
-"""The /api endpoints: bearer token, order view, creation through the sandbox, reconcile."""
+"""The /api endpoints: bearer token, order view, creation through the sandbox, reconcile.
+
+The two tokens, idempotency, lists, anomalies, reconcile's wait, the events feed
+and the OpenAPI spec have their own modules (``test_api_*.py``, ``test_openapi.py``)."""
 
 from __future__ import annotations
 
@@ -22,6 +25,8 @@ from workers.queue import POLLS
 
 TOKEN = "api-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OPS_TOKEN = "ops-token-0123456789abcdef"
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 SELL = alixpay_sell("api-1")
 
 
@@ -32,6 +37,7 @@ def settings(database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox) 
         database_url=database_url,
         redis_url=f"redis://127.0.0.1:{port}/0",
         api_token=TOKEN,
+        ops_token=OPS_TOKEN,
         providers={"alixpay": alix_settings(keys, sandbox.url, timeout=1.0)},
     )
 
@@ -56,7 +62,7 @@ def test_token_is_required_and_compared(settings: Settings, redis: Redis, store:
     resp = client.get("/api/orders/alixpay/x", headers={"Authorization": f"Basic {TOKEN}"})
     assert resp.status_code == 401
     assert client.get("/api/orders/alixpay/x", headers=AUTH).status_code == 404
-    closed = client_for(replace(settings, api_token=None), redis, store)
+    closed = client_for(replace(settings, api_token=None, ops_token=None), redis, store)
     resp = closed.get("/api/orders/alixpay/x", headers=AUTH)
     assert resp.status_code == 403 and "RAMPWATCH_API_TOKEN" in resp.get_json()["error"]
 
@@ -77,7 +83,7 @@ def test_create_then_show(settings: Settings, redis: Redis, store: Store, sandbo
     ]
     assert shown["timeline"][1]["verified_by"] == "ALIXPAY_PUBLIC_KEY+ALIXPAY_WEBHOOK_SECRET_KEY"
     assert "raw_body" not in shown["timeline"][0]
-    raw = client.get("/api/orders/alixpay/api-1?raw=1", headers=AUTH).get_json()
+    raw = client.get("/api/orders/alixpay/api-1?raw=1", headers=OPS).get_json()
     assert '"externalOrderId":"api-1"' in raw["timeline"][0]["raw_body"]
     # Our own request is recorded without the personal data it carried (it stays with AliX).
     assert "0123456789" not in raw["timeline"][0]["raw_body"]
@@ -108,17 +114,21 @@ def test_provider_down_leaves_a_created_order_for_the_reconciler(
 def test_provider_refusal_is_502(
     settings: Settings, redis: Redis, store: Store, sandbox: AlixSandbox
 ) -> None:
+    sandbox.create_order("api-1", 500000)  # AliX has it already: it refuses a second one
     client = client_for(settings, redis, store)
-    assert client.post("/api/orders/alixpay", json=SELL, headers=AUTH).status_code == 201
-    again = client.post("/api/orders/alixpay", json={**SELL, "externalOrderId": "api-1"}, headers=AUTH)
-    assert again.status_code == 502 and again.get_json()["code"] == "provider_rejected"
+    refused = client.post("/api/orders/alixpay", json=SELL, headers=AUTH)
+    assert refused.status_code == 502 and refused.get_json()["code"] == "provider_rejected"
+    assert store.order_view("alixpay", "api-1").details["creation"] == "refused"
 
 
-def test_reconcile_queues_one_poll(settings: Settings, redis: Redis, store: Store) -> None:
+def test_reconcile_queues_one_poll(
+    settings: Settings, redis: Redis, store: Store, sandbox: AlixSandbox
+) -> None:
     client = client_for(settings, redis, store)
-    first = client.post("/api/orders/alixpay/o-9/reconcile", headers=AUTH)
-    second = client.post("/api/orders/alixpay/o-9/reconcile", headers=AUTH)
+    assert client.post("/api/orders/alixpay", json=alixpay_sell("o-9"), headers=AUTH).status_code == 201
+    first = client.post("/api/orders/alixpay/o-9/reconcile", headers=OPS)
+    second = client.post("/api/orders/alixpay/o-9/reconcile", headers=OPS)
     assert (first.status_code, first.get_json()["status"]) == (202, "queued")
     assert second.get_json()["status"] == "already queued"
     assert Queue(POLLS, connection=redis, serializer=JSONSerializer).count == 1
-    assert client.post("/api/orders/nosuch/o-9/reconcile", headers=AUTH).status_code == 404
+    assert client.post("/api/orders/nosuch/o-9/reconcile", headers=OPS).status_code == 404

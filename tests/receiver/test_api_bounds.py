@@ -32,6 +32,8 @@ from workers.queue import EVENTS, POLLS
 
 TOKEN = "bounds-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+OPS_TOKEN = "bounds-ops-token-0123456789"
+OPS = {"Authorization": f"Bearer {OPS_TOKEN}"}
 SELL = alixpay_sell("outage-1")
 
 
@@ -41,6 +43,7 @@ def settings_on(database_url: str, redis: Redis, keys: Keys) -> Settings:
         database_url=database_url,
         redis_url=f"redis://127.0.0.1:{port}/0",
         api_token=TOKEN,
+        ops_token=OPS_TOKEN,
         providers={"alixpay": alix_settings(keys, "http://127.0.0.1:9", timeout=1.0)},
     )
 
@@ -74,12 +77,14 @@ def test_ordinary_odd_ids_still_reach_the_store(client: FlaskClient) -> None:
 
 
 def test_reconcile_of_an_id_with_nul_queues_nothing(client: FlaskClient, redis: Redis) -> None:
-    resp = client.post("/api/orders/alixpay/a%00b/reconcile", headers=AUTH)
+    resp = client.post("/api/orders/alixpay/a%00b/reconcile", headers=OPS)
     assert resp.status_code == 400 and resp.get_json()["fields"] == ["external_order_id"]
     assert jobs(redis, POLLS) == []
-    # The same call with a usable id is queued (the refusal above is about the id).
-    assert client.post("/api/orders/alixpay/ab/reconcile", headers=AUTH).status_code == 202
-    assert len(jobs(redis, POLLS)) == 1
+    # The same call with a usable id reaches the store (the refusal above is about the id):
+    # no such order, so nothing is queued either.
+    resp = client.post("/api/orders/alixpay/ab/reconcile", headers=OPS)
+    assert resp.status_code == 404 and resp.get_json()["code"] == "order_not_found"
+    assert jobs(redis, POLLS) == []
 
 
 def test_a_forged_callback_naming_an_id_with_nul_queues_no_healing_poll(
@@ -128,8 +133,10 @@ def test_the_api_during_a_database_outage_is_503_with_retry_after(
             assert int(resp.headers["Retry-After"]) > 0
         ready = client.get("/readyz")
         assert ready.status_code == 503 and ready.get_json()["checks"]["database"].startswith("unavailable")
-        # What needs only Redis still works.
-        assert client.post("/api/orders/alixpay/x/reconcile", headers=AUTH).status_code == 202
+        # Reconcile looks the order up before queueing its poll (an unknown order is a 404).
+        resp = client.post("/api/orders/alixpay/x/reconcile", headers=OPS)
+        assert resp.status_code == 503 and resp.get_json()["code"] == "database_unavailable"
+        assert jobs(redis, POLLS) == []
     finally:
         app.extensions["rampwatch"].store.engine.dispose()
     assert "Traceback" not in caplog.text

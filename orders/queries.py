@@ -1,0 +1,131 @@
+"""The readers behind the API's lists: orders by filter, anomalies, the events feed.
+
+Each takes a ``Store`` (the web app passes the one on the read-only engine,
+``orders.db.reading``: no reader waits for a writer's lock) and pages by id, a
+keyset: orders and anomalies newest first (``before`` the last id seen), the
+events feed oldest first (``after`` the last id seen). A page is one query of
+``limit + 1`` rows, the extra row only saying whether there is more. What a
+cursor looks like is the caller's business; here it is an id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Generic, TypeVar
+
+from sqlalchemy import Select, func, select
+
+from orders.models import Anomaly, Notification, Order
+from orders.states import TERMINAL
+from orders.store import Store
+
+__all__ = ["AnomalyFilters", "OrderFilters", "Page", "anomalies", "events_after", "orders"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    items: list[T]
+    more: bool  # another page follows the last item
+
+
+@dataclass(frozen=True)
+class OrderFilters:
+    provider: str | None = None
+    statuses: Sequence[str] = ()
+    updated_since: datetime | None = None
+    open_longer_than: timedelta | None = None  # open (not terminal) and created longer ago
+    stuck: bool | None = None  # Order.stuck_at set (True) or not (False)
+    has_open_anomalies: bool | None = None
+
+
+@dataclass(frozen=True)
+class AnomalyFilters:
+    resolved: bool | None = None  # None: both
+    kind: str | None = None
+    provider: str | None = None
+
+
+@dataclass(frozen=True)
+class OrderRow:
+    order: Order
+    open_anomalies: int
+
+
+@dataclass(frozen=True)
+class AnomalyRow:
+    anomaly: Anomaly
+    provider: str
+    external_order_id: str
+
+
+def _open_anomalies_of_order() -> Select[tuple[int]]:
+    return select(Anomaly.id).where(Anomaly.order_id == Order.id, Anomaly.resolved_at.is_(None))
+
+
+def orders(store: Store, filters: OrderFilters, *, before: int | None, limit: int) -> Page[OrderRow]:
+    """Orders matching every filter, newest (highest id) first, with their open anomalies counted."""
+    count = (
+        select(func.count(Anomaly.id))
+        .where(Anomaly.order_id == Order.id, Anomaly.resolved_at.is_(None))
+        .scalar_subquery()
+    )
+    stmt = select(Order, count).order_by(Order.id.desc()).limit(limit + 1)
+    if before is not None:
+        stmt = stmt.where(Order.id < before)
+    if filters.provider:
+        stmt = stmt.where(Order.provider == filters.provider)
+    if filters.statuses:
+        stmt = stmt.where(Order.status.in_(list(filters.statuses)))
+    if filters.updated_since is not None:
+        stmt = stmt.where(Order.updated_at >= filters.updated_since)
+    if filters.open_longer_than is not None:
+        stmt = stmt.where(
+            Order.status.not_in([s.value for s in TERMINAL]),
+            Order.created_at <= store.clock() - filters.open_longer_than,
+        )
+    if filters.stuck is not None:
+        stmt = stmt.where(Order.stuck_at.is_not(None) if filters.stuck else Order.stuck_at.is_(None))
+    if filters.has_open_anomalies is not None:
+        has = _open_anomalies_of_order().exists()
+        stmt = stmt.where(has if filters.has_open_anomalies else ~has)
+    with store.sessions() as session:
+        rows = session.execute(stmt).all()
+    items = [OrderRow(order, int(n or 0)) for order, n in rows[:limit]]
+    return Page(items, more=len(rows) > limit)
+
+
+def anomalies(store: Store, filters: AnomalyFilters, *, before: int | None, limit: int) -> Page[AnomalyRow]:
+    """Anomalies matching every filter, newest first, with the order each is about."""
+    stmt = (
+        select(Anomaly, Order.provider, Order.external_order_id)
+        .join(Order, Order.id == Anomaly.order_id)
+        .order_by(Anomaly.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        stmt = stmt.where(Anomaly.id < before)
+    if filters.resolved is not None:
+        stmt = stmt.where(
+            Anomaly.resolved_at.is_not(None) if filters.resolved else Anomaly.resolved_at.is_(None)
+        )
+    if filters.kind:
+        stmt = stmt.where(Anomaly.kind == filters.kind)
+    if filters.provider:
+        stmt = stmt.where(Order.provider == filters.provider)
+    with store.sessions() as session:
+        rows = session.execute(stmt).all()
+    items = [AnomalyRow(a, provider, oid) for a, provider, oid in rows[:limit]]
+    return Page(items, more=len(rows) > limit)
+
+
+def events_after(store: Store, after: int, limit: int) -> Page[Notification]:
+    """Outbox notifications with an id above ``after``, in id order (the order they
+    committed in: the writer assigns ids so)."""
+    stmt = select(Notification).where(Notification.id > after).order_by(Notification.id).limit(limit + 1)
+    with store.sessions() as session:
+        rows = list(session.scalars(stmt).all())
+    return Page(rows[:limit], more=len(rows) > limit)
