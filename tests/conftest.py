@@ -263,6 +263,7 @@ class Stack:
     fuspay: FuspaySandbox
     base: str
     env: dict[str, str]
+    web: Services | None = None  # the web app's own collaborators
 
     def api(self, method: str, path: str, **kw) -> requests.Response:
         headers = {"Authorization": f"Bearer {E2E_TOKEN}"}
@@ -318,7 +319,16 @@ def stack(
         "ALIXPAY_POLL_BACKOFF": "1s,2s",
     }
     try:
-        yield Stack(settings, runtime, sandbox, changelly_sandbox, fuspay_sandbox, base, env)
+        yield Stack(
+            settings,
+            runtime,
+            sandbox,
+            changelly_sandbox,
+            fuspay_sandbox,
+            base,
+            env,
+            app.extensions["rampwatch"],
+        )
     finally:
         server.shutdown()
         token.var.reset(token)
