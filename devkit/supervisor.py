@@ -7,9 +7,11 @@ It uses ``REDIS_URL`` when set, else starts a private Redis (``devkit.localredis
 stack's settings to ``var/dev/.env`` for a second shell, runs the Procfile's
 ``release`` line, then its ``web``, ``worker`` and ``clock`` lines as real
 processes, runs the demo (``devkit.demo``) and keeps serving until Ctrl-C (or
-SIGTERM), or stops after the demo (``--exit-after-demo``). On the way out it
-stops the processes first, then the sandboxes, then the Redis they used, and
-exits 0. This module owns that order; it reads and extends the environment for
+SIGTERM), or stops after the demo (``--exit-after-demo``). Unless ``NOTIFY_URL``
+is set, a demo partner (``devkit.partner``) started before the processes receives
+and verifies the notifications, signed with a ``NOTIFY_SECRET`` made for the run.
+On the way out it stops the processes first, then the demo partner and the
+sandboxes, then the Redis they used, and exits 0. This module owns that order; it reads and extends the environment for
 its children (an exemption from "only config/ reads the environment", named in
 the architecture test).
 """
@@ -33,6 +35,7 @@ from devkit.dotenv import write_dotenv
 from devkit.fuspay import demo as fuspay_demo
 from devkit.kit import SandboxKit
 from devkit.localredis import NoRedisServer, PrivateRedis, free_port
+from devkit.partner import DemoPartner, new_secret
 from devkit.processes import ProcessGroup, read_procfile, wait_ready
 from devkit.stack import Scenario, Starter, say
 
@@ -52,8 +55,15 @@ CORE_SETTINGS = (
     "RAMPWATCH_SWEEP_INTERVAL",
     "RAMPWATCH_SWEEP_BATCH",
     "RAMPWATCH_POLL_LEASE",
+    "NOTIFY_URL",
+    "NOTIFY_SECRET",
+    "NOTIFY_SECRET_PREVIOUS",
+    "NOTIFY_TIMEOUT",
+    "NOTIFY_MAX_ATTEMPTS",
+    "NOTIFY_BACKOFF",
 )
 PROCESSES = ("web", "worker", "clock")
+NOTIFY_WAIT = 20.0  # seconds the demo waits for the partner to be told of every order's SUCCESS
 
 
 @contextmanager
@@ -109,6 +119,7 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     redis: PrivateRedis | None = None
     sandboxes: list[SandboxKit] = []
+    partner: DemoPartner | None = None
     group = ProcessGroup(env, root)
     try:
         if not env.get("REDIS_URL"):
@@ -135,6 +146,11 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
         )
         stamp = time.strftime("%H%M%S")
         settings = {name: env[name] for name in CORE_SETTINGS if env.get(name)}
+        if not env.get("NOTIFY_URL"):
+            partner = DemoPartner(new_secret(), dev / "notifications.jsonl").start()
+            settings.update(NOTIFY_URL=partner.url, NOTIFY_SECRET=partner.secret)
+        else:
+            say(f"notifications go to NOTIFY_URL={env['NOTIFY_URL']} (yours)")
         scenarios: list[Scenario] = []
         for start in PROVIDERS.values():
             part = start(dev, base, env, stamp)
@@ -152,6 +168,10 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
         linked = link_dotenv(root, dotenv)
         if linked:
             say(linked)
+        if partner is not None:
+            log = _shown(partner.log_path)
+            say(f"notifications: a demo partner at {partner.url} verifies each (NOTIFY_SECRET) and logs it")
+            say(f"watch them arrive: tail -f {log}")
 
         group = ProcessGroup(env, root)
         procfile = read_procfile(root / "Procfile")
@@ -176,6 +196,10 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
             status = run_demo(base, token, scenarios, group, stop)
             if stop.is_set():
                 return 0
+            if partner is not None:
+                status = max(status, _notified(partner, scenarios, stop))
+                if stop.is_set():
+                    return 0
             print_howto(base, token, sandboxes[0].url, _shown(dotenv))
         if exit_after_demo:
             return status
@@ -186,16 +210,38 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
                 return 1
         return status
     finally:
-        _stop(group, sandboxes, redis)
+        _stop(group, sandboxes, redis, partner)
 
 
-def _stop(group: ProcessGroup, sandboxes: list[SandboxKit], redis: PrivateRedis | None) -> None:
+def _notified(partner: DemoPartner, scenarios: list[Scenario], stop: threading.Event) -> int:
+    """What the demo partner was told of the demo's orders, one line each and a count;
+    0 when each order's SUCCESS arrived (within a bound), all in version order."""
+    orders = [f"{sc.provider} {sc.order_id}" for sc in scenarios]
+    arrived = partner.wait_for(orders, "SUCCESS", NOTIFY_WAIT, stop)
+    lines, in_order = partner.summary()
+    for line in lines:
+        say(f"partner: {line}")
+    if not arrived:
+        missing = [o for o in orders if "SUCCESS" not in partner.statuses(o)]
+        say(f"partner: FAILED, no SUCCESS notification for {', '.join(missing)} within {NOTIFY_WAIT:g}s")
+    return 0 if arrived and in_order else 1
+
+
+def _stop(
+    group: ProcessGroup,
+    sandboxes: list[SandboxKit],
+    redis: PrivateRedis | None,
+    partner: DemoPartner | None = None,
+) -> None:
     """The processes first, then what they use: no process sees its Redis vanish."""
     if group.children:
         say(f"stopping {', '.join(name for name, _ in group.children)}")
         codes = group.stop()
         failed = {name: code for name, code in codes.items() if code != 0}
         say(f"stopped {', '.join(codes)}" + (f" (exit codes: {failed})" if failed else ""))
+    if partner is not None:
+        partner.stop()
+        say("stopped the demo partner")
     for sandbox in sandboxes:
         sandbox.stop()
     if sandboxes:
