@@ -56,6 +56,7 @@ DEFAULT_STUCK_AFTER: tuple[tuple[str, int], ...] = (
 # How a rediss:// server's certificate is checked: hosted Redis add-ons (Heroku
 # Redis) present self-signed certificates, which only "none" accepts.
 REDIS_TLS_VERIFY_MODES = ("required", "none")
+LOG_FORMATS = ("text", "json")
 # Refused (unverified) webhook requests one client address may make to one
 # provider per window before it is answered 429 for the rest of the window.
 DEFAULT_UNVERIFIED_LIMIT = 30
@@ -216,6 +217,9 @@ class Settings:
     sweep_batch: int = 500
     poll_lease: int = 120
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line
+    sentry_dsn: str | None = field(default=None, repr=False)  # error reporting, when set
+    sentry_environment: str | None = None
     # How many proxies in front of the web process append to X-Forwarded-For (Heroku's
     # router: 1); 0 trusts no such header and takes the peer's address.
     trusted_proxies: int = 0
@@ -583,6 +587,9 @@ def load_settings(
         sweep_batch=r.number("RAMPWATCH_SWEEP_BATCH", 500, int, 1),
         poll_lease=r.duration("RAMPWATCH_POLL_LEASE", 120),
         log_level=log_level,
+        log_format=r.choice("RAMPWATCH_LOG_FORMAT", LOG_FORMATS),
+        sentry_dsn=r.url("SENTRY_DSN"),
+        sentry_environment=r.text("SENTRY_ENVIRONMENT"),
         trusted_proxies=r.number("RAMPWATCH_TRUSTED_PROXIES", 0, int, 0),
         unverified_limit=r.number("RAMPWATCH_UNVERIFIED_LIMIT", DEFAULT_UNVERIFIED_LIMIT, int, 1),
         unverified_window=r.duration("RAMPWATCH_UNVERIFIED_WINDOW", DEFAULT_UNVERIFIED_WINDOW),

@@ -733,3 +733,17 @@ def test_bad_stuck_times_are_named(keys: Keys, tmp_path: Path, value: str) -> No
     with pytest.raises(ConfigError) as err:
         load_settings(env, tmp_path)
     assert any(p.startswith("ALIXPAY_STUCK_AFTER: ") and "STATUS=duration" in p for p in err.value.problems)
+
+
+def test_log_format_and_error_reporting_are_read(tmp_path: Path) -> None:
+    s = load_settings({}, tmp_path)
+    assert (s.log_format, s.sentry_dsn, s.sentry_environment) == ("text", None, None)
+    dsn = "https://public-key@o1.ingest.sentry.io/42"
+    s = load_settings(
+        {"RAMPWATCH_LOG_FORMAT": "json", "SENTRY_DSN": dsn, "SENTRY_ENVIRONMENT": "staging"}, tmp_path
+    )
+    assert (s.log_format, s.sentry_dsn, s.sentry_environment) == ("json", dsn, "staging")
+    assert "public-key" not in repr(s)
+    with pytest.raises(ConfigError) as err:
+        load_settings({"RAMPWATCH_LOG_FORMAT": "xml", "SENTRY_DSN": "not a url"}, tmp_path)
+    assert {p.split(":")[0] for p in err.value.problems} == {"RAMPWATCH_LOG_FORMAT", "SENTRY_DSN"}
