@@ -37,15 +37,22 @@ def alix(alix_key: rsa.RSAPrivateKey, partner_key: rsa.RSAPrivateKey, base_url: 
     )
 
 
+BENCH_SCHEMA = "rampwatch_bench"
+
+
 def database(kind: str) -> str:
     if kind == "postgres":
-        url = os.environ["RAMPWATCH_TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
+        base = os.environ["RAMPWATCH_TEST_POSTGRES_URL"].replace("postgresql://", "postgresql+psycopg://", 1)
         from sqlalchemy import create_engine, text
 
-        engine = create_engine(url)
+        # A schema of the benchmarks' own, made anew: whatever tables an earlier version
+        # left, and nothing outside it is touched.
+        engine = create_engine(base)
         with engine.begin() as conn:
-            conn.execute(text("DROP TABLE IF EXISTS anomalies, events, orders, alembic_version CASCADE"))
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {BENCH_SCHEMA} CASCADE"))
+            conn.execute(text(f"CREATE SCHEMA {BENCH_SCHEMA}"))
         engine.dispose()
+        url = f"{base}{'&' if '?' in base else '?'}options=-csearch_path%3D{BENCH_SCHEMA}"
     else:
         url = f"sqlite:///{tempfile.mkdtemp(prefix='rampwatch-bench-')}/bench.sqlite3"
     upgrade(url)
