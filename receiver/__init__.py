@@ -4,23 +4,32 @@ The web tier never waits on the database for long: its engine bounds every wait
 (``WEB_DATABASE_WAIT``, well below gunicorn's 30 s timeout, ``receiver/gunicorn_conf.py``),
 reads go through the read-only engine (no write lock), and a wait that runs out
 is a 503 with ``Retry-After``. Webhooks need no database at all.
+
+Every request has an id for its log lines: the ``X-Request-ID`` it came with when that
+is a sane token (Heroku's router sets one), else a new one; the answer echoes it in
+``X-Request-ID``. ``/metrics`` (``receiver.metrics``) serves Prometheus text to the
+operator's token. With ``SENTRY_DSN`` set, errors go to Sentry (``config.errors``).
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 
-from flask import Flask
+from flask import Flask, Response, g, request
 from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from config import Settings
+from config.errors import init_error_reporting
+from config.logs import enter_context, exit_context
 from orders.db import make_engine, reading
 from orders.migrate import Revisions
 from orders.providers import STATUS_MAPS, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
-from receiver import api, errors, health, openapi, webhooks
+from receiver import api, errors, health, metrics, openapi, webhooks
 from receiver.api.reconcile import RECONCILE_WAIT
 from receiver.body import MAX_BODY
 from receiver.limits import UnverifiedLimiter
@@ -29,6 +38,10 @@ from workers.services import build_services
 __all__ = ["MAX_BODY", "RECONCILE_WAIT", "WEB_DATABASE_WAIT", "create_app"]
 
 WEB_DATABASE_WAIT = 3.0  # seconds: the longest a request waits on the database
+REQUEST_ID_HEADER = "X-Request-ID"
+# A request id we take as given: a short token (a UUID, Heroku's, a proxy's); anything
+# else (long, spaces, control characters) is replaced by our own.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
 
 
 def create_app(
@@ -68,10 +81,44 @@ def create_app(
         # The client address as the proxies in front of us saw it, and nothing a client wrote.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     errors.register(app)
+    _request_ids(app)
     app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
+    app.register_blueprint(metrics.bp)
     app.extensions["rampwatch.reconcile_wait"] = reconcile_wait
     app.extensions["rampwatch.openapi"] = openapi.build_spec(app)
     logging.getLogger("rampwatch").setLevel(settings.log_level)
+    init_error_reporting(settings, "web")
     return app
+
+
+def request_id(given: str | None) -> str:
+    """The id of a request: ``given`` when it is a sane token, else a new one."""
+    if given and SANE_REQUEST_ID.fullmatch(given):
+        return given
+    return uuid.uuid4().hex
+
+
+def _request_ids(app: Flask) -> None:
+    """Bind each request's id to its log lines and echo it in the answer."""
+
+    @app.before_request
+    def _bind() -> None:
+        g.request_id = request_id(request.headers.get(REQUEST_ID_HEADER))
+        g.log_token = enter_context(request_id=g.request_id)
+
+    @app.after_request
+    def _echo(response: Response) -> Response:
+        if "request_id" in g:
+            response.headers[REQUEST_ID_HEADER] = g.request_id
+        return response
+
+    @app.teardown_request
+    def _unbind(_exc: BaseException | None) -> None:
+        token = g.pop("log_token", None)
+        if token is not None:
+            try:
+                exit_context(token)
+            except ValueError:  # created in another context (a copied one): nothing to undo here
+                pass

@@ -9,6 +9,14 @@ misconfiguration heals through the provider's API instead of losing updates).
 Before the body is read: the provider must be enabled (404), the client address
 allowed (403, ``<PREFIX>ALLOWED_IPS``) and not over its budget of refused requests
 (429, ``receiver.limits``). Every refusal after that counts against the budget.
+
+Every answer is counted (``rampwatch_callbacks_total{provider, outcome}``): ``accepted``,
+or the error code of the refusal (``invalid_signature``, ``invalid_payload``,
+``address_not_allowed``, ``too_many_requests``, ``queue_unavailable``, ...); a slug that
+names no provider of the registry is counted as ``other``, so a client cannot mint
+labels. A signature that does not verify is also counted by itself
+(``rampwatch_verification_failures_total``). Log lines carry the provider and, once
+verified, the order.
 """
 
 from __future__ import annotations
@@ -16,11 +24,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, g, jsonify, request
 from redis.exceptions import RedisError
 
+from config.logs import bind
 from orders.errors import ProviderDisabled, SignatureInvalid
 from orders.events import utcnow
+from orders.providers import PROVIDERS
 from receiver.body import read_body
 from receiver.errors import UnsupportedMediaType
 from receiver.limits import require_allowed
@@ -40,6 +50,7 @@ def callback(provider: str) -> Any:
     adapter = deps.adapters.get(provider)
     if adapter is None:
         raise ProviderDisabled(f"provider {provider} is not configured")
+    bind(provider=provider)
     require_allowed(
         provider, request.remote_addr, getattr(deps.settings.provider(provider), "allowed_ips", ())
     )
@@ -50,12 +61,32 @@ def callback(provider: str) -> Any:
     try:
         event = adapter.parse_callback(body, dict(request.headers), utcnow())
     except SignatureInvalid:
+        deps.metrics.inc("rampwatch_verification_failures", provider=provider)
         _heal(deps, provider, adapter.order_hint(body))
         log.warning("%s callback refused: signature does not verify", provider)
         raise
+    bind(order_id=event.external_order_id or event.provider_order_id)
     job_id = deps.queues.enqueue_event(event)
+    g.callback_outcome = "accepted"
     log.info("%s callback accepted: status=%s job=%s", provider, event.provider_status, job_id)
     return jsonify({"status": "accepted"}), 200
+
+
+@bp.after_request
+def count_callback(response: Response) -> Response:
+    """Count every answer to a callback, by provider and outcome (see the module docstring)."""
+    provider = (request.view_args or {}).get("provider")
+    if provider is None:
+        return response
+    outcome = g.get("callback_outcome")
+    if outcome is None:
+        body = response.get_json(silent=True) if response.is_json else None
+        code = body.get("code") if isinstance(body, dict) else None
+        outcome = code if isinstance(code, str) else f"http_{response.status_code}"
+    current_app.extensions["rampwatch"].metrics.inc(
+        "rampwatch_callbacks", provider=provider if provider in PROVIDERS else "other", outcome=outcome
+    )
+    return response
 
 
 @bp.after_request

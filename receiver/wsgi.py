@@ -4,7 +4,13 @@ Building the app from the environment is also where the web process first meets
 Redis: a ``rediss://`` certificate that does not verify stops the boot with a
 message naming ``REDIS_TLS_VERIFY``; an unreachable Redis does not (webhooks
 answer 503 until it is back).
+
+Logging is configured here, once per gunicorn worker (``RAMPWATCH_LOG_FORMAT``), and
+gunicorn's own error log is sent through the same handler (one format, masked), and
+the worker's metrics start flushing to Redis (``config.metrics``).
 """
+
+import logging
 
 from flask import Flask
 
@@ -16,7 +22,13 @@ from workers.queue import check_tls_at_start
 
 def app_from_env() -> Flask:
     settings = load_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, settings.log_format)
+    # gunicorn's error log has handlers of its own: its lines go through ours instead.
+    gunicorn_log = logging.getLogger("gunicorn.error")
+    gunicorn_log.handlers = []
+    gunicorn_log.propagate = True
     app = create_app(settings)
-    check_tls_at_start(app.extensions["rampwatch"].redis)
+    services = app.extensions["rampwatch"]
+    check_tls_at_start(services.redis)
+    services.metrics.start()
     return app

@@ -21,6 +21,11 @@ A change of an order's status writes a notification in the same transaction
 the order's delivery (``deliver_notifications``, one job per order), and the sweep
 queues the delivery of every order with a notification due (a retry's time come, a
 lost job), so none waits on a job that never ran.
+
+Every job's log lines carry its RQ job id, and the provider and order once known
+(``config.logs``). What the jobs did is counted (``config.metrics``, through the
+process's ``Services.metrics``): events by decision, transitions, anomalies, polls
+by outcome; counting never fails a job.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ import requests
 from rq import get_current_job
 from sqlalchemy.exc import SQLAlchemyError
 
+from config.logs import bind, log_context
 from orders.errors import DataError, ProviderError
 from orders.events import Event
 from orders.store import Outcome
@@ -54,15 +60,17 @@ def job(func: F) -> F:
 
     @functools.wraps(func)
     def run(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return func(*args, **kwargs)
-        except DataError:
-            _no_retry()
-            raise
-        except SQLAlchemyError as exc:
-            if database_unavailable(exc):
-                _outage()
-            raise
+        running = get_current_job()
+        with log_context(job_id=running.id if running is not None else None):
+            try:
+                return func(*args, **kwargs)
+            except DataError:
+                _no_retry()
+                raise
+            except SQLAlchemyError as exc:
+                if database_unavailable(exc):
+                    _outage()
+                raise
 
     return run  # type: ignore[return-value]
 
@@ -94,6 +102,7 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
     recorded, then a poll of its order is queued (rate-limited, never dropped):
     the poll's answer is what changes the order."""
     event = Event.from_dict(payload)
+    bind(provider=event.provider, order_id=event.external_order_id or event.provider_order_id)
     rt = current()
     adapter = rt.adapters.get(event.provider)
     if event.covers is None:  # a version 1 payload: what the adapter declares
@@ -101,7 +110,9 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
         event = dataclasses.replace(event, covers=covers)
     if not event.external_order_id:
         event = _resolve_order(rt, event)
+    bind(order_id=event.external_order_id)
     (outcome,) = rt.store.apply([event])
+    _count(rt, outcome)
     _notify(rt, outcome)
     if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
         window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
@@ -134,11 +145,13 @@ def _resolve_order(rt: Any, event: Event) -> Event:
 def poll_order(provider: str, external_order_id: str, reason: str = "sweep") -> dict[str, Any]:
     """Ask the provider for the order's present state and apply it as a ``poll`` event,
     unless a poll of the order is under way: then one is scheduled for later."""
+    bind(provider=provider, order_id=external_order_id)
     rt = current()
     lock = rt.queues.poll_lock(provider, external_order_id)
     running = get_current_job()
     if not rt.queues.take_poll_lock(lock, running.worker_name if running else None):
         state = rt.queues.enqueue_deferred_poll(provider, external_order_id, reason)
+        rt.metrics.inc("rampwatch_polls", provider=provider, outcome="deferred")
         log.info("poll of %s order (%s) deferred: another poll is under way (%s)", provider, reason, state)
         return {"deferred": True, "queued": state}
     try:
@@ -152,10 +165,18 @@ def _poll(rt: Services, provider: str, external_order_id: str, reason: str) -> d
     try:
         event = rt.adapter(provider).poll(external_order_id, kind=kind, provider_order_id=provider_order_id)
     except ProviderError as exc:
+        rt.metrics.inc("rampwatch_polls", provider=provider, outcome="failed")
         rt.store.poll_failed(provider, external_order_id)
         log.warning("poll of %s order failed (%s): %s", provider, reason, exc)
         raise
+    except DataError:
+        rt.metrics.inc("rampwatch_polls", provider=provider, outcome="failed")
+        raise
     (outcome,) = rt.store.apply([event])
+    rt.metrics.inc(
+        "rampwatch_polls", provider=provider, outcome="applied" if outcome.changed else "unchanged"
+    )
+    _count(rt, outcome)
     _notify(rt, outcome)
     log.info(
         "polled %s order (%s): %s -> %s", provider, reason, event.provider_status, outcome.decision.value
@@ -181,6 +202,18 @@ def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
     return {"polled": True, **poll_order(provider, external_order_id, reason="failed verification")}
 
 
+def _count(rt: Services, outcome: Outcome) -> None:
+    """What one applied event did, for ``/metrics``."""
+    event, metrics = outcome.event, rt.metrics
+    metrics.inc(
+        "rampwatch_events", provider=event.provider, source=event.source, decision=outcome.decision.value
+    )
+    if outcome.changed:
+        metrics.inc("rampwatch_transitions", provider=event.provider, to_status=outcome.status.value)
+    for kind in outcome.anomalies:
+        metrics.inc("rampwatch_anomalies", provider=event.provider, kind=kind)
+
+
 def _notify(rt: Services, outcome: Outcome) -> None:
     """After a change: deliver its notification now (the sweep would, a little later)."""
     if outcome.changed and outcome.order_id is not None and rt.settings.notify_url:
@@ -196,7 +229,7 @@ def deliver_notifications(order_id: int) -> dict[str, Any]:
     if not rt.settings.notify_url:
         return {"skipped": "NOTIFY_URL is not set"}
     with requests.Session() as session:
-        report = Deliverer.from_settings(rt.settings, rt.store, session).run(order_id)
+        report = Deliverer.from_settings(rt.settings, rt.store, session, rt.metrics).run(order_id)
     if report.retry_in is not None and report.retry_job is not None:
         rt.queues.schedule_delivery(order_id, report.retry_in, report.retry_job)
     elif report.budget_spent:
@@ -213,6 +246,8 @@ def sweep() -> dict[str, Any]:
     queued = sum(1 for d in due if rt.queues.enqueue_poll(d.provider, d.external_order_id, "sweep"))
     stale = rt.store.flag_stale()
     stuck = rt.store.flag_stuck()
+    for flagged in stale:
+        rt.metrics.inc("rampwatch_anomalies", provider=flagged.provider, kind="stale")
     if due or stale or stuck:
         log.info(
             "sweep: %d due, %d polls queued, %d flagged stale, %d flagged stuck",

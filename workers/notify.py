@@ -17,7 +17,8 @@ answer's body, the URL or a secret), and tried again after ``NOTIFY_BACKOFF``
 (the last delay repeats) plus up to 20% jitter; after ``NOTIFY_MAX_ATTEMPTS``
 attempts it is dead-lettered (logged once, served by the events feed still) and
 the order's later notifications go out. Nothing here raises for the partner's
-trouble; database or Redis trouble propagates to the job's error policy.
+trouble; database or Redis trouble propagates to the job's error policy. Each
+attempt is counted by outcome (``delivered``, ``failed``, ``dead``: ``config.metrics``).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import requests
 from standardwebhooks.webhooks import Webhook
 
 from config import Settings
+from config.metrics import Metrics
 from orders.events import utcnow
 from orders.models import Notification
 from orders.store import Store
@@ -105,9 +107,12 @@ class Deliverer:
     clock: Callable[[], datetime] = utcnow
     jitter: Callable[[], float] = field(default=lambda: random.uniform(0, JITTER))
     budget: float = BUDGET
+    metrics: Metrics = field(default_factory=Metrics)  # counts held in memory unless given one
 
     @classmethod
-    def from_settings(cls, settings: Settings, store: Store, session: requests.Session) -> Deliverer:
+    def from_settings(
+        cls, settings: Settings, store: Store, session: requests.Session, metrics: Metrics | None = None
+    ) -> Deliverer:
         assert settings.notify_url
         return cls(
             store=store,
@@ -118,6 +123,7 @@ class Deliverer:
             backoff=settings.notify_backoff,
             session=session,
             clock=lambda: store.clock(),  # one clock for the claim, the retry time and the headers
+            metrics=metrics or Metrics(),
         )
 
     def run(self, order_id: int) -> Report:
@@ -135,10 +141,12 @@ class Deliverer:
             error = self._attempt(note)
             if error is None:
                 self.store.notification_delivered(note.id)
+                self.metrics.inc("rampwatch_notifications", outcome="delivered")
                 report.delivered += 1
                 continue
             if note.attempts >= self.max_attempts:
                 self.store.notification_failed(note.id, error, None)
+                self.metrics.inc("rampwatch_notifications", outcome="dead")
                 report.dead += 1
                 log.warning(
                     "notification %s (%s v%d of order %d) dead-lettered after %d attempts: %s",
@@ -152,6 +160,7 @@ class Deliverer:
                 continue  # a dead one no longer holds the order's later ones back
             delay = retry_delay(self.backoff, note.attempts, self.jitter())
             self.store.notification_failed(note.id, error, self.clock() + timedelta(seconds=delay))
+            self.metrics.inc("rampwatch_notifications", outcome="failed")
             report.failed += 1
             report.retry_in = delay
             report.retry_job = f"notify-retry-{order_id}-{note.id}-{note.attempts}"

@@ -5,7 +5,9 @@ adapters of the enabled providers and the queues, once per process; the web
 app keeps them on the Flask app, a worker installs them (``Services.install``)
 so that jobs, which RQ calls by name with JSON arguments only, read them with
 ``current()``. Tests pass their own collaborators in. Nothing is built at
-import time. A worker's Redis client waits out outages (``patience``, see
+import time. ``metrics`` counts in memory for the process (``config.metrics``); the
+process's entry point starts its flushing thread (``Metrics.start``), so tests that build
+Services flush when they choose. A worker's Redis client waits out outages (``patience``, see
 ``workers.outages``); the web's gives up at once so that a webhook answers 503.
 """
 
@@ -18,6 +20,7 @@ import requests
 from redis import Redis
 
 from config import Settings
+from config.metrics import Metrics
 from orders.db import make_engine
 from orders.errors import ProviderDisabled
 from orders.providers import STATUS_MAPS, build_adapters, poll_policies
@@ -44,6 +47,11 @@ class Services:
     adapters: dict[str, ProviderAdapter]
     queues: Queues
     database_watch: DatabaseWatch = field(default_factory=DatabaseWatch)
+    metrics: Metrics = field(default=None)  # type: ignore[assignment]  # set in __post_init__
+
+    def __post_init__(self) -> None:
+        if self.metrics is None:
+            self.metrics = Metrics(self.redis)
 
     def install(self) -> contextvars.Token[Services]:
         """Make these the services ``current()`` returns in this context (a worker, the CLI)."""
@@ -56,6 +64,7 @@ class Services:
             raise ProviderDisabled(f"provider {provider} is not configured") from None
 
     def close(self) -> None:
+        self.metrics.stop()
         self.store.engine.dispose()
         self.redis.close()
 

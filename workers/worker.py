@@ -16,6 +16,11 @@ dependencies and no job stays blocked after a crash:
 * if RQ's work loop ends for any reason but a stop request ("found an unhandled
   exception, quitting..."), ``run_worker`` starts it again after a pause, so the
   process never exits on its own.
+
+RQ's own loggers speak at WARNING and up only, whatever level RQ is asked for
+(``config.logs.quiet_level``): at INFO RQ writes three or four lines per job, and the
+clock queues a sweep every few seconds. ``run_worker`` flushes the process's counts
+to Redis in the background and once more when the worker stops (``config.metrics``).
 """
 
 from __future__ import annotations
@@ -30,6 +35,7 @@ from rq import SimpleWorker
 from rq.exceptions import StopRequested
 from rq.serializers import JSONSerializer
 
+from config.logs import quiet_level
 from workers import liveness
 from workers.outages import patience_of
 from workers.queue import QUEUE_NAMES
@@ -109,8 +115,15 @@ class RampwatchWorker(SimpleWorker):
         """Whether a stop was asked for (a signal), as opposed to the loop ending by accident."""
         return self._stop_requested or self._shutdown_requested_date is not None
 
+    def work(self, *args: Any, **kwargs: Any) -> bool:
+        # RQ sets its loggers to the level it is given here: never below WARNING.
+        kwargs["logging_level"] = logging.getLevelName(quiet_level(kwargs.get("logging_level") or "INFO"))
+        return super().work(*args, **kwargs)
+
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
+        # RQ's own start and stop lines are below WARNING now: one line each of ours.
+        log.info("worker %s: started, listening on %s", self.name, ", ".join(q.name for q in self.queues))
         self.custodian = Custodian(self)
         self.custodian.start()
 
@@ -127,7 +140,7 @@ class RampwatchWorker(SimpleWorker):
         self.scheduler = ThreadScheduler(
             self.queues,
             connection=self.connection,
-            logging_level=logging_level if logging_level is not None else self.log.level,
+            logging_level=logging.getLevelName(quiet_level(logging_level or "INFO")),
             date_format=date_format,
             log_format=log_format,
             serializer=self.serializer,
@@ -170,6 +183,7 @@ class RampwatchWorker(SimpleWorker):
             except RedisError:
                 pass
         finally:
+            log.info("worker %s: stopped", self.name)
             if self.custodian is not None:
                 self.custodian.stop()
                 try:
@@ -187,18 +201,25 @@ def make_worker(runtime: Services, name: str | None = None) -> RampwatchWorker:
 def run_worker(runtime: Services, *, burst: bool = False, name: str | None = None) -> bool:
     """Work until asked to stop (or, with ``burst``, until the queues are empty)."""
     runtime.install()
+    runtime.metrics.start()
     delay = 1.0
     worked = False
-    while True:
-        worker = make_worker(runtime, name)
-        worked = (
-            worker.work(burst=burst, with_scheduler=True, logging_level=runtime.settings.log_level) or worked
-        )
-        if burst or worker.stopping:
-            return worked
-        log.error("worker %s: its work loop ended unexpectedly; starting again in %.0fs", worker.name, delay)
-        try:
-            time.sleep(delay)
-        except StopRequested:  # a SIGTERM during the pause reaches the last worker's handler
-            return worked
-        delay = min(delay * 2, RESTART_BACKOFF_CAP)
+    try:
+        while True:
+            worker = make_worker(runtime, name)
+            worked = (
+                worker.work(burst=burst, with_scheduler=True, logging_level=runtime.settings.log_level)
+                or worked
+            )
+            if burst or worker.stopping:
+                return worked
+            log.error(
+                "worker %s: its work loop ended unexpectedly; starting again in %.0fs", worker.name, delay
+            )
+            try:
+                time.sleep(delay)
+            except StopRequested:  # a SIGTERM during the pause reaches the last worker's handler
+                return worked
+            delay = min(delay * 2, RESTART_BACKOFF_CAP)
+    finally:
+        runtime.metrics.stop()
