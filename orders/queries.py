@@ -1,19 +1,21 @@
-"""The readers behind the API's lists: orders by filter, anomalies, the events feed.
+"""The readers behind the API's lists and the CLI: orders by filter, anomalies, the
+events feed, the outbox's notifications, the ledger export.
 
 Each takes a ``Store`` (the web app passes the one on the read-only engine,
 ``orders.db.reading``: no reader waits for a writer's lock) and pages by id, a
 keyset: orders and anomalies newest first (``before`` the last id seen), the
 events feed oldest first (``after`` the last id seen). A page is one query of
 ``limit + 1`` rows, the extra row only saying whether there is more. What a
-cursor looks like is the caller's business; here it is an id.
+cursor looks like is the caller's business; here it is an id. The ledger
+(``ledger``) is streamed instead: one server-side cursor, rows fetched in batches.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy import Select, func, select
 
@@ -21,7 +23,21 @@ from orders.models import Anomaly, Notification, Order
 from orders.states import TERMINAL
 from orders.store import Store
 
-__all__ = ["AnomalyFilters", "OrderFilters", "Page", "anomalies", "events_after", "orders"]
+__all__ = [
+    "AnomalyFilters",
+    "NotificationFilters",
+    "NotificationRow",
+    "OrderFilters",
+    "Page",
+    "anomalies",
+    "count_ledger",
+    "events_after",
+    "ledger",
+    "notifications",
+    "order_notifications",
+    "orders",
+    "orders_created",
+]
 
 T = TypeVar("T")
 
@@ -129,3 +145,107 @@ def events_after(store: Store, after: int, limit: int) -> Page[Notification]:
     with store.sessions() as session:
         rows = list(session.scalars(stmt).all())
     return Page(rows[:limit], more=len(rows) > limit)
+
+
+@dataclass(frozen=True)
+class NotificationFilters:
+    failed: bool = False  # only those not delivered that failed an attempt or are dead
+    provider: str | None = None
+    external_order_id: str | None = None  # with ``provider``: one order's
+
+
+@dataclass(frozen=True)
+class NotificationRow:
+    notification: Notification
+    provider: str
+    external_order_id: str
+
+
+def notifications(
+    store: Store, filters: NotificationFilters, *, before: int | None, limit: int
+) -> Page[NotificationRow]:
+    """Outbox notifications matching every filter, newest first, with the order each tells of."""
+    stmt = (
+        select(Notification, Order.provider, Order.external_order_id)
+        .join(Order, Order.id == Notification.order_id)
+        .order_by(Notification.id.desc())
+        .limit(limit + 1)
+    )
+    if before is not None:
+        stmt = stmt.where(Notification.id < before)
+    if filters.failed:
+        stmt = stmt.where(
+            Notification.delivered_at.is_(None),
+            Notification.dead_at.is_not(None) | Notification.last_error.is_not(None),
+        )
+    if filters.provider:
+        stmt = stmt.where(Order.provider == filters.provider)
+    if filters.external_order_id is not None:
+        stmt = stmt.where(Order.external_order_id == filters.external_order_id)
+    with store.sessions() as session:
+        rows = session.execute(stmt).all()
+    items = [NotificationRow(n, provider, oid) for n, provider, oid in rows[:limit]]
+    return Page(items, more=len(rows) > limit)
+
+
+def order_notifications(store: Store, order_id: int) -> list[Notification]:
+    """One order's notifications, oldest (lowest version) first: its delivery order."""
+    stmt = select(Notification).where(Notification.order_id == order_id).order_by(Notification.id)
+    with store.sessions() as session:
+        return list(session.scalars(stmt).all())
+
+
+def orders_created(
+    store: Store,
+    *,
+    provider: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    open_only: bool = True,
+) -> list[tuple[str, str]]:
+    """(provider, external order id) of the orders created in ``[since, until)``, oldest
+    first; open ones only unless told."""
+    stmt = select(Order.provider, Order.external_order_id).order_by(Order.id)
+    if open_only:
+        stmt = stmt.where(Order.status.not_in([s.value for s in TERMINAL]))
+    stmt = _created_between(stmt, provider, since, until)
+    with store.sessions() as session:
+        return [(p, e) for p, e in session.execute(stmt).all()]
+
+
+def _created_between(
+    stmt: Select[Any], provider: str | None, since: datetime | None, until: datetime | None
+) -> Select[Any]:
+    if provider:
+        stmt = stmt.where(Order.provider == provider)
+    if since is not None:
+        stmt = stmt.where(Order.created_at >= since)
+    if until is not None:
+        stmt = stmt.where(Order.created_at < until)
+    return stmt
+
+
+def count_ledger(
+    store: Store, *, since: datetime | None, until: datetime | None, provider: str | None = None
+) -> int:
+    """How many orders ``ledger`` yields for the same range."""
+    stmt = _created_between(select(func.count(Order.id)), provider, since, until)
+    with store.sessions() as session:
+        return int(session.scalar(stmt) or 0)
+
+
+def ledger(
+    store: Store,
+    *,
+    since: datetime | None,
+    until: datetime | None,
+    provider: str | None = None,
+    batch: int = 500,
+) -> Iterator[Order]:
+    """Every order created in ``[since, until)``, oldest first, streamed: a server-side
+    cursor (PostgreSQL) fetched ``batch`` rows at a time, never the whole range in memory.
+    The orders are detached: read their columns only."""
+    stmt = _created_between(select(Order).order_by(Order.id), provider, since, until)
+    with store.sessions() as session:
+        result = session.execute(stmt.execution_options(yield_per=batch, stream_results=True))
+        yield from result.scalars()

@@ -637,6 +637,92 @@ class Store:
             anomaly.resolution = comment
         return anomaly, row.provider, row.external_order_id
 
+    # ------------------------------------------------------------ operator repairs
+
+    def replay_event(self, event_id: int) -> Outcome | None:
+        """Apply the recorded event ``event_id`` again through ``apply``, as source
+        ``replay`` (``rampwatch replay``); None when there is no such event.
+
+        A replay carries no more trust than its record: only what the record shows
+        covered and kept (the provider status, a signed fiat amount) is covered again;
+        an unsigned claim stays a claim (recorded, never applied); the record's own
+        observation time is kept, so an old event replayed cannot pass for fresh
+        evidence (nor lift a hold, which only a later answer or a higher rank does),
+        and a replay is never an answer (``ANSWER_SOURCES``). A record that vouches for
+        no status and claims none (a trigger) has nothing to replay: ``Conflict``
+        ``nothing_to_replay`` (ask the provider instead). The same event replayed twice
+        is one delivery: counted on the first replay's record."""
+        with self.sessions() as session:
+            row = session.execute(
+                select(EventRecord, Order.external_order_id)
+                .join(Order, Order.id == EventRecord.order_id)
+                .where(EventRecord.id == event_id)
+            ).one_or_none()
+        if row is None:
+            return None
+        record, external_order_id = row
+        (outcome,) = self.apply([self._replay_of(record, external_order_id)])
+        return outcome
+
+    def redeliver_notification(self, notification_id: int) -> Notification | None:
+        """Give a dead or failing notification another go now (``rampwatch notifications
+        redeliver``): ``dead_at`` cleared, ``next_attempt_at`` now; its attempts are kept,
+        so one more failure past ``NOTIFY_MAX_ATTEMPTS`` dead-letters it again. It is then
+        the order's oldest pending notification or behind older pending ones, and
+        ``claim_notification`` still sends an order's notifications in id order. The
+        caller queues the order's delivery. None when there is no such notification;
+        ``Conflict`` ``already_delivered`` when the partner has it."""
+        now = self.clock()
+        with self.sessions.begin() as session:
+            stmt = select(Notification).where(Notification.id == notification_id)
+            if session.bind.dialect.name != "sqlite":  # type: ignore[union-attr]
+                stmt = stmt.with_for_update()
+            note = session.scalars(stmt).one_or_none()
+            if note is None:
+                return None
+            if note.delivered_at is not None:
+                raise Conflict(
+                    f"notification {notification_id} was delivered at {note.delivered_at.isoformat()}",
+                    code="already_delivered",
+                )
+            note.dead_at = None
+            note.next_attempt_at = now
+        return note
+
+    # What a replay may cover again: the fields an event record keeps the value of.
+    REPLAYABLE = ("provider_status", "fiat_amount")
+
+    @classmethod
+    def _replay_of(cls, record: EventRecord, external_order_id: str) -> Event:
+        """The ``replay`` event of a recorded event: what the record kept, trusted no more
+        than the record was (``replay_event``). Raises ``Conflict``
+        ``nothing_to_replay`` for a record that vouches for no status and claims none."""
+        recorded = set((record.covers or "").split(","))
+        covers = tuple(c for c in cls.REPLAYABLE if c in recorded and getattr(record, c) is not None)
+        status = record.provider_status if "provider_status" in covers else None
+        claim = record.claimed_status
+        if status is None and claim is None:
+            raise Conflict(
+                f"event {record.id} vouches for no status and claims none: nothing to replay "
+                f"(ask the provider: rampwatch reconcile --provider {record.provider} --order ...)",
+                code="nothing_to_replay",
+            )
+        return Event(
+            provider=record.provider,
+            external_order_id=external_order_id,
+            # A claim travels as an uncovered status: the plan records it, never applies it.
+            provider_status=status if status is not None else claim,
+            source="replay",
+            dedup_key=record.dedup_key,
+            raw_body=record.raw_body,
+            received_at=(record.observed_at or record.received_at).isoformat(),
+            verified_by=record.verified_by,
+            fiat_amount=record.fiat_amount if "fiat_amount" in covers else None,
+            covers=covers,
+            claimed_status=claim,
+            identity=f"replay of event {record.id}",
+        )
+
     # ------------------------------------------------------------ readers
 
     def order_view(self, provider: str, external_order_id: str) -> Order | None:

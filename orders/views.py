@@ -1,9 +1,12 @@
 """Plain-data views for the API and the CLI (one shape for both): an order with its
-timeline, an order's summary (lists), an anomaly, an outbox notification (the events feed)."""
+timeline, an order's summary (lists), an anomaly, an outbox notification (the events
+feed, and its delivery state for operators); ``timeline_text`` renders an order for
+``rampwatch orders show``. Raw bodies (personal data) appear only when asked for."""
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 from orders.models import Anomaly, Notification, Order
@@ -13,9 +16,12 @@ def _iso(value: Any) -> str | None:
     return value.isoformat() if value is not None else None
 
 
-def order_dict(order: Order, *, raw_bodies: bool = False) -> dict[str, Any]:
+def order_dict(
+    order: Order, *, raw_bodies: bool = False, notifications: Sequence[Notification] | None = None
+) -> dict[str, Any]:
     """The order, its anomalies and its event timeline (raw bodies on request only:
-    they hold the provider's personal data).
+    they hold the provider's personal data), and, when given, its outbox
+    ``notifications`` with their delivery state.
 
     The order's own fields hold only what a signature or a verified answer covered.
     An unsigned claim appears on its event as ``claimed_status``, never as state."""
@@ -43,7 +49,7 @@ def order_dict(order: Order, *, raw_bodies: bool = False) -> dict[str, Any]:
         if raw_bodies:
             item["raw_body"] = ev.raw_body
         timeline.append(item)
-    return {
+    view = {
         "provider": order.provider,
         "external_order_id": order.external_order_id,
         "provider_order_id": order.provider_order_id,
@@ -67,6 +73,9 @@ def order_dict(order: Order, *, raw_bodies: bool = False) -> dict[str, Any]:
         "anomalies": [_anomaly(a) for a in order.anomalies],
         "timeline": timeline,
     }
+    if notifications is not None:
+        view["notifications"] = [notification_state(n) for n in notifications]
+    return view
 
 
 def _anomaly(a: Anomaly) -> dict[str, Any]:
@@ -128,16 +137,49 @@ def notification_event(notification: Notification) -> dict[str, Any]:
     }
 
 
+def notification_state(notification: Notification) -> dict[str, Any]:
+    """An outbox row's delivery state, for operators (never its body: the events feed
+    serves that): attempts, delivered or dead, the last error, the next attempt."""
+    n = notification
+    if n.delivered_at is not None:
+        state = "delivered"
+    elif n.dead_at is not None:
+        state = "dead"
+    elif n.last_error is not None:
+        state = "retrying"
+    else:
+        state = "pending"
+    return {
+        "id": n.id,
+        "webhook_id": f"msg_{n.id}",
+        "kind": n.kind,
+        "version": n.version,
+        "state": state,
+        "attempts": n.attempts,
+        "created_at": _iso(n.created_at),
+        "next_attempt_at": _iso(n.next_attempt_at),
+        "delivered_at": _iso(n.delivered_at),
+        "dead_at": _iso(n.dead_at),
+        "last_error": n.last_error,
+    }
+
+
 def timeline_text(view: dict[str, Any]) -> str:
-    """A human timeline for ``rampwatch orders show``."""
+    """A human timeline for ``rampwatch orders show``: where the order stands (and
+    whether it is stuck, and why), its anomalies, every event with its source,
+    decision, the key that verified it, an answer's fetch time, any claim; raw bodies
+    when the view holds them (``--raw``); its notifications and their delivery."""
     lines = [
         f"{view['provider']} {view['external_order_id']}: {view['status']} "
         f"(provider {view['provider_status'] or '-'}, version {view['version']})",
         f"  fiat {view['amounts']['fiat_amount'] or '-'} {view['amounts']['fiat_currency'] or ''}".rstrip(),
         f"  created {view['created_at']}  next poll {view['next_poll_at'] or '-'}",
     ]
+    if view.get("stuck_at"):
+        lines.append(f"  STUCK since {view['stuck_at']}: {view.get('stuck_reason') or '-'}")
     for a in view["anomalies"]:
-        lines.append(f"  ANOMALY {a['kind']}: {json.dumps(a['detail'], sort_keys=True)}")
+        resolved = f"  (resolved {a['resolved_at']}: {a['resolution']})" if a.get("resolved_at") else ""
+        lines.append(f"  ANOMALY #{a['id']} {a['kind']}: {json.dumps(a['detail'], sort_keys=True)}{resolved}")
     lines.append("  timeline:")
     for ev in view["timeline"]:
         what = ev["provider_status"] or (
@@ -155,5 +197,20 @@ def timeline_text(view: dict[str, Any]) -> str:
                 else ""
             )
             + (f"  seen {ev['seen']}x, last {ev['last_seen_at']}" if ev["seen"] > 1 else "")
+            + f"  #{ev['id']}"
         )
+        if "raw_body" in ev:
+            lines.append(f"        raw: {ev['raw_body']}")
+    if "notifications" in view:
+        lines.append("  notifications:")
+        for n in view["notifications"]:
+            lines.append(
+                f"    #{n['id']} {n['kind']} v{n['version']}  {n['state']}, {n['attempts']} attempt(s)"
+                + (f", delivered {n['delivered_at']}" if n["delivered_at"] else "")
+                + (f", dead {n['dead_at']}" if n["dead_at"] else "")
+                + (f", next {n['next_attempt_at']}" if n["next_attempt_at"] and not n["dead_at"] else "")
+                + (f", last error: {n['last_error']}" if n["last_error"] else "")
+            )
+        if not view["notifications"]:
+            lines.append("    (none)")
     return "\n".join(lines)

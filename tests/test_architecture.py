@@ -32,7 +32,7 @@ PACKAGES = (*PRODUCT, "devkit")
 
 # The only product code that may import devkit: (file, enclosing function) -> reason.
 DEVKIT_LOADERS = {
-    ("workers/cli.py", "cmd_dev"): "`rampwatch dev` loads the dev kit lazily, from a checkout",
+    ("workers/cli/processes.py", "dev"): "`rampwatch dev` loads the dev kit lazily, from a checkout",
 }
 
 # Files outside config/ allowed to touch the environment, each with its reason.
@@ -209,7 +209,7 @@ def test_the_walk_is_not_vacuous(parsed: list[Parsed]) -> None:
     assert "rq" in modules["workers/queue.py"]
     assert "receiver" in modules["receiver/wsgi.py"]
     # Imports inside functions count too (the CLI imports lazily).
-    assert any(_is(m, "workers.services") for m in modules["workers/cli.py"])
+    assert any(_is(m, "workers.services") for m in modules["workers/cli/common.py"])
     # The dev kit's use of the product is seen, and the product's one lazy loader of it.
     assert "orders.providers.alixpay.signing" in modules["devkit/alixpay/sandbox.py"]
     assert "config" in modules["devkit/alixpay/sandbox.py"]
@@ -287,7 +287,7 @@ def test_the_checker_flags_a_breach(rel: str, source: str) -> None:
         ("workers/cli.py", "from config import load_settings\nfrom orders.store import Store\n"),
         ("config/settings.py", "import os\nos.environ.get('X')\n"),
         ("devkit/supervisor.py", "import os\nenv = dict(os.environ)\n"),
-        ("workers/cli.py", "def cmd_dev(args):\n    from devkit.supervisor import main\n"),
+        ("workers/cli/processes.py", "def dev(ctx):\n    from devkit.supervisor import main\n"),
         (
             "devkit/alixpay/sandbox.py",
             "from config import Named\nfrom orders.providers.alixpay import signing\n",

@@ -1,8 +1,8 @@
 """The ``clock`` process: enqueues the sweep every ``RAMPWATCH_SWEEP_INTERVAL`` seconds.
 
 Exactly one clock may run. Each clock takes a Redis lock before it ticks and
-renews it every tick; a second clock waits, and takes over if the first dies and
-its lock expires. The sweep job itself has a fixed id, so even two clocks could
+renews it every tick; a second clock waits on standby (it says so once, and again
+when it takes over), and takes over if the first dies and its lock expires. The sweep job itself has a fixed id, so even two clocks could
 not queue two sweeps at once. Its Redis client (``rampwatch clock``) waits out an
 outage (``workers.outages``) and gives up only when ``stop`` is set, so a Redis
 outage of any length delays ticks and never ends the process.
@@ -37,13 +37,24 @@ class Clock:
     def run(self, on_tick: Callable[[bool], None] | None = None) -> None:
         """Tick until ``stop`` is set. Holds the leader lock while ticking."""
         leader = False
+        standby = False  # said that another clock leads; said again only after a change
         try:
             while not self.stop.is_set():
                 try:
                     if not leader:
                         leader = self.lock.acquire(blocking=False)
-                        if leader:
+                        if leader and standby:
+                            log.info(
+                                "clock: took over as leader, enqueueing a sweep every %.1fs", self.interval
+                            )
+                        elif leader:
                             log.info("clock: leader, enqueueing a sweep every %.1fs", self.interval)
+                        elif not standby:
+                            log.info(
+                                "clock: on standby: another clock holds %s; taking over if it stops",
+                                LOCK_NAME,
+                            )
+                        standby = not leader
                     else:
                         self.lock.reacquire()
                     if leader:

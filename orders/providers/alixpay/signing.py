@@ -8,6 +8,9 @@ so every configured candidate is tried, current and previous, and the names of
 the settings that verified are returned for the event record. Trying several
 costs no security: the RSA signature already authenticates the message.
 
+``callback_body`` is AliX's side of an IPN (AliX's private key signs it): for
+``rampwatch simulate`` and tests, never used to accept anything.
+
 Numbers are rendered as JavaScript's ``String(number)`` renders them (AliX is a
 Node shop): ``100000.0`` is ``"100000"``, ``1e21`` is ``"1e+21"``. Array.join
 renders a missing value (null/undefined) as the empty string, and so do we.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -71,3 +75,26 @@ def verify(
                 continue
             return f"{key.name}+{secret_name}"
     return None
+
+
+def callback_body(
+    external_order_id: str,
+    status: str,
+    fiat_amount: int | float,
+    secret: str,
+    alix_private_key: RSAPrivateKey,
+    *,
+    order_type: str = "sell",
+    **extra: Any,
+) -> bytes:
+    """An IPN body as AliX posts it: the order's fields and ``signature``, AliX's RSA
+    signature over ``externalOrderId|type|fiatAmount|status|secret``. Compact JSON."""
+    body: dict[str, Any] = {
+        "externalOrderId": external_order_id,
+        "type": order_type,
+        "fiatAmount": fiat_amount,
+        "status": status,
+        **extra,
+    }
+    body["signature"] = sign(response_fields(body), secret, alix_private_key)
+    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode("utf-8")

@@ -13,6 +13,10 @@ signature is valid for every callback of that order, so a verified callback
 proves only that Changelly once spoke of that order id: it is a trigger for a
 poll, never a status. Verification tries the current key, then ``_PREVIOUS``,
 and returns the name of the setting that verified.
+
+``sign_callback`` and ``callback_body`` are Changelly's side of a callback (its
+callback key signs it): for ``rampwatch simulate`` and tests, never used to accept
+anything.
 """
 
 from __future__ import annotations
@@ -66,6 +70,15 @@ def callback_message(order_id: str) -> bytes:
 
 def sign_callback(order_id: str, private_key: RSAPrivateKey) -> str:
     return _sign(callback_message(order_id), private_key)
+
+
+def callback_body(order_id: str, status: str, external_order_id: str | None = None) -> bytes:
+    """A callback body as Changelly posts it (compact JSON); its signature goes in
+    ``X-Callback-Signature`` (``sign_callback(order_id, ...)``) and covers ``orderId`` only."""
+    body: dict[str, Any] = {"orderId": order_id, "status": status}
+    if external_order_id is not None:
+        body["externalOrderId"] = external_order_id
+    return body_bytes(body)
 
 
 def verify_callback(order_id: str, signature: str, public_keys: Iterable[Named[RSAPublicKey]]) -> str | None:

@@ -11,6 +11,9 @@ order, rendered as JavaScript's ``JSON.stringify`` renders it (Fuspay is a Node
 shop: ``1000.0`` is ``1000``, no spaces). Every configured key combination is
 tried, current and ``_PREVIOUS`` twins, and the names of the settings that
 verified are returned for the event record. Comparisons are constant-time.
+
+``callback_body`` is Fuspay's side of an event (the shared partner keys sign it):
+for ``rampwatch simulate`` and tests.
 """
 
 from __future__ import annotations
@@ -100,3 +103,11 @@ def verify(
         if same(expected, signature):
             return key.name
     return None
+
+
+def callback_body(body: Mapping[str, Any], key: str, recipe: str) -> bytes:
+    """An event body as Fuspay posts it: ``body`` (its key order kept) with ``signature``
+    by a local ``recipe`` keyed with ``key`` (``key_material``), as ``JSON.stringify``
+    renders it."""
+    fields = unsigned(body)
+    return serialise({**fields, "signature": sign(fields, key, recipe)}).encode("utf-8")
