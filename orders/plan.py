@@ -269,7 +269,12 @@ def plan(
     else:
         before = resolve(history, smap)
         after = resolve([*history, incoming], smap)
-        if after is not None and after != before and after != order.position:
+        # A replay repairs: the order moves to where its whole history now resolves,
+        # even when that history already held the event (one whose status the map did
+        # not know when it arrived, and knows since). Anything else moves the order only
+        # when it changes what the history resolves to.
+        moves = after != order.position if event.source == "replay" else after != before
+        if after is not None and moves and after != order.position:
             decision, moved = Decision.APPLIED, after
         elif (
             event.source in ANSWER_SOURCES
