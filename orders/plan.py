@@ -252,7 +252,9 @@ def plan(
             decision = Decision.DUPLICATE if event.dedup_key in applied_keys else Decision.APPLIED
     elif mapped is None:
         decision = Decision.UNKNOWN_STATUS
-        if seen is None:
+        # One anomaly per status the order was seen in and the map does not know (a
+        # replay of that event, or the same status in another delivery, raises none).
+        if not any(o.provider_status == status for o in history):
             anomalies.append((AnomalyKind.UNKNOWN_STATUS, {"provider_status": status}))
     elif current in TERMINAL:
         if mapped.status in TERMINAL and mapped.status is not current:

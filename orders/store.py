@@ -404,7 +404,9 @@ class Store:
             since = _iso(last_poll) if last_poll is not None else "the first"
             return f"{head}: polls failing (last answer {since}, {order.poll_attempts} attempts)"[:200]
         callback = last.get("callback")
-        return f"{head}: no callback since {_iso(callback) if callback else 'ever'}"[:200]
+        return (f"{head}: no callback since {_iso(callback)}" if callback else f"{head}: no callback yet")[
+            :200
+        ]
 
     def flag_stale(self, limit: int = 500) -> list[DueOrder]:
         """Raise a ``stale`` anomaly, once, on open orders past their provider's horizon."""

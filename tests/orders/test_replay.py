@@ -100,3 +100,10 @@ def test_a_replayed_claim_stays_a_claim(before: Store, after: Store) -> None:
     out = after.replay_event(claim.id)
     assert out.decision is Decision.RECORDED and not out.changed
     assert after.order_view("alixpay", "o-1").status == "AWAITING_PAYMENT"
+
+
+def test_replaying_an_unknown_status_raises_no_second_anomaly(before: Store) -> None:
+    before.apply([ev("AWAITING_PAYMENT", 0), ev("REFUNDED", 10)])
+    out = before.replay_event(record_id(before, "REFUNDED"))
+    assert out.decision is Decision.UNKNOWN_STATUS and out.anomalies == ()
+    assert [a.kind for a in before.order_view("alixpay", "o-1").anomalies] == ["unknown_status"]

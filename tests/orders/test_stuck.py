@@ -135,3 +135,10 @@ def test_a_batch_is_bounded(store: Store, clock: Clock) -> None:
     assert len(store.flag_stuck(limit=3)) == 3
     assert len(store.flag_stuck(limit=3)) == 2
     assert len(stuck_notices(store)) == 5
+
+
+def test_an_order_never_called_back_says_so(store: Store, clock: Clock) -> None:
+    store.apply([ev("AWAITING_PAYMENT", source="poll", at=clock.now)])
+    clock.advance(HOUR + 1)
+    store.flag_stuck()
+    assert order(store).stuck_reason == "AWAITING_PAYMENT for 1h (expected 1h): no callback yet"
