@@ -100,8 +100,9 @@ def _follow(
     return views
 
 
-def print_howto(base: str, token: str, sandbox_url: str, dotenv: str) -> None:
-    """How to drive the running stack by hand: create an AliX order, move it, watch it."""
+def print_howto(base: str, token: str, ops_token: str, sandbox_url: str, dotenv: str) -> None:
+    """How to drive the running stack by hand: create an AliX order, move it, watch it;
+    the operator's views (raw bodies, metrics)."""
     q = shlex.quote
     order = (
         '{"externalOrderId":"my-order-1","currency":"USDT","network":"TRC20","fiatAmount":1000000,'
@@ -116,5 +117,7 @@ Create an order and watch it:
        -d '{{"status":"SUCCESS"}}'
   curl -s {base}/api/orders/alixpay/my-order-1 -H {q("Authorization: Bearer " + token)}
   (in another shell, with the settings of {dotenv}) .venv/bin/rampwatch orders show alixpay my-order-1
+The operator's token (raw bodies, reconcile, anomalies, metrics):
+  curl -s {base}/metrics -H {q("Authorization: Bearer " + ops_token)}
 """
     )

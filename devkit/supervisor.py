@@ -51,6 +51,7 @@ CORE_SETTINGS = (
     "REDIS_URL",
     "REDIS_TLS_VERIFY",
     "RAMPWATCH_API_TOKEN",
+    "RAMPWATCH_OPS_TOKEN",
     "RAMPWATCH_LOG_LEVEL",
     "RAMPWATCH_SWEEP_INTERVAL",
     "RAMPWATCH_SWEEP_BATCH",
@@ -137,11 +138,13 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
         web_port = int(env.get("PORT") or free_port())
         base = f"http://127.0.0.1:{web_port}"
         token = env.get("RAMPWATCH_API_TOKEN") or secrets.token_urlsafe(24)
+        ops_token = env.get("RAMPWATCH_OPS_TOKEN") or secrets.token_urlsafe(24)
         env.update(
             PORT=str(web_port),
             HOST="127.0.0.1",
             WEB_CONCURRENCY=env.get("WEB_CONCURRENCY", "2"),
             RAMPWATCH_API_TOKEN=token,
+            RAMPWATCH_OPS_TOKEN=ops_token,
             RAMPWATCH_SWEEP_INTERVAL=env.get("RAMPWATCH_SWEEP_INTERVAL", "2"),
         )
         stamp = time.strftime("%H%M%S")
@@ -200,7 +203,7 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
                 status = max(status, _notified(partner, scenarios, stop))
                 if stop.is_set():
                     return 0
-            print_howto(base, token, sandboxes[0].url, _shown(dotenv))
+            print_howto(base, token, ops_token, sandboxes[0].url, _shown(dotenv))
         if exit_after_demo:
             return status
         say("serving; press Ctrl-C to stop")

@@ -122,6 +122,8 @@ def test_ctrl_c_stops_the_processes_then_redis_without_a_traceback(tmp_path: Pat
         assert {"FUSPAY_BASE_URL", "CHANGELLY_CALLBACK_PUBLIC_KEY", "RAMPWATCH_API_TOKEN"} <= set(values)
         settings = load_settings(values)
         assert settings.redis_url == redis_url and settings.api_token == values["RAMPWATCH_API_TOKEN"]
+        # The operator's token too, different from the partner's.
+        assert settings.ops_token == values["RAMPWATCH_OPS_TOKEN"] != settings.api_token
 
         os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole foreground process group
         began = time.monotonic()
