@@ -21,6 +21,7 @@ the tables is in one module.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +42,7 @@ from orders.states import TERMINAL, Decision, Status, StatusMap
 __all__ = ["AnomalyKind", "DueOrder", "Outcome", "Store"]
 
 Clock = Callable[[], datetime]
+log = logging.getLogger("rampwatch.store")
 
 STATUS_CHANGED = "order.status_changed"
 STUCK = "order.stuck"
@@ -93,6 +95,8 @@ class Store:
         self.status_maps = status_maps
         self.poll_policies = poll_policies
         self.clock = clock
+        # Told of every committed batch's outcomes (metrics), by name; one failing is logged.
+        self.observers: dict[str, Callable[[Sequence[Outcome]], None]] = {}
 
     # ------------------------------------------------------------------ writer
 
@@ -123,7 +127,13 @@ class Store:
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(session, work, events[i], now, notices)
             self._write_notifications(session, notices)
-        return [o for o in outcomes if o is not None]
+        done = [o for o in outcomes if o is not None]
+        for name, observe in self.observers.items():
+            try:
+                observe(done)
+            except Exception:  # an observer never fails a write that committed
+                log.exception("store observer %s failed", name)
+        return done
 
     @staticmethod
     def _write_notifications(session: Session, notices: list[Notification]) -> None:

@@ -214,6 +214,8 @@ def test_one_scrape_shows_what_the_web_and_the_workers_did(ops: Stack) -> None:
     assert value(found, "rampwatch_verification_failures_total", provider="fuspay") == 1
     assert value(found, "rampwatch_transitions_total", provider="alixpay", to_status="SUCCESS") == 1
     assert value(found, "rampwatch_transitions_total", provider="alixpay", to_status="PROCESSING") == 1
+    # The creations' answers were applied by the web process itself: counted as well.
+    assert value(found, "rampwatch_transitions_total", provider="alixpay", to_status="AWAITING_PAYMENT") == 2
     applied = value(
         found, "rampwatch_events_total", provider="alixpay", source="callback", decision="applied"
     )

@@ -112,7 +112,6 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
         event = _resolve_order(rt, event)
     bind(order_id=event.external_order_id)
     (outcome,) = rt.store.apply([event])
-    _count(rt, outcome)
     _notify(rt, outcome)
     if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
         window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
@@ -176,7 +175,6 @@ def _poll(rt: Services, provider: str, external_order_id: str, reason: str) -> d
     rt.metrics.inc(
         "rampwatch_polls", provider=provider, outcome="applied" if outcome.changed else "unchanged"
     )
-    _count(rt, outcome)
     _notify(rt, outcome)
     log.info(
         "polled %s order (%s): %s -> %s", provider, reason, event.provider_status, outcome.decision.value
@@ -200,18 +198,6 @@ def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
         log.warning("healing poll of a %s order skipped: the healing budget is spent", provider)
         return {"polled": False, "budget": "spent"}
     return {"polled": True, **poll_order(provider, external_order_id, reason="failed verification")}
-
-
-def _count(rt: Services, outcome: Outcome) -> None:
-    """What one applied event did, for ``/metrics``."""
-    event, metrics = outcome.event, rt.metrics
-    metrics.inc(
-        "rampwatch_events", provider=event.provider, source=event.source, decision=outcome.decision.value
-    )
-    if outcome.changed:
-        metrics.inc("rampwatch_transitions", provider=event.provider, to_status=outcome.status.value)
-    for kind in outcome.anomalies:
-        metrics.inc("rampwatch_anomalies", provider=event.provider, kind=kind)
 
 
 def _notify(rt: Services, outcome: Outcome) -> None:

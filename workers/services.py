@@ -14,6 +14,8 @@ Services flush when they choose. A worker's Redis client waits out outages (``pa
 from __future__ import annotations
 
 import contextvars
+import functools
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import requests
@@ -25,7 +27,7 @@ from orders.db import make_engine
 from orders.errors import ProviderDisabled
 from orders.providers import STATUS_MAPS, build_adapters, poll_policies
 from orders.providers.base import ProviderAdapter
-from orders.store import Store
+from orders.store import Outcome, Store
 from workers.outages import DatabaseWatch, Patience, connect_patient
 from workers.queue import Queues, connect
 
@@ -52,6 +54,8 @@ class Services:
     def __post_init__(self) -> None:
         if self.metrics is None:
             self.metrics = Metrics(self.redis)
+        # Whatever applies through this store (a job, the API's creation, the CLI) is counted.
+        self.store.observers["metrics"] = functools.partial(count_outcomes, self.metrics)
 
     def install(self) -> contextvars.Token[Services]:
         """Make these the services ``current()`` returns in this context (a worker, the CLI)."""
@@ -67,6 +71,19 @@ class Services:
         self.metrics.stop()
         self.store.engine.dispose()
         self.redis.close()
+
+
+def count_outcomes(metrics: Metrics, outcomes: Sequence[Outcome]) -> None:
+    """What a committed batch did, for ``/metrics``: events by decision, transitions, anomalies."""
+    for outcome in outcomes:
+        event = outcome.event
+        metrics.inc(
+            "rampwatch_events", provider=event.provider, source=event.source, decision=outcome.decision.value
+        )
+        if outcome.changed:
+            metrics.inc("rampwatch_transitions", provider=event.provider, to_status=outcome.status.value)
+        for kind in outcome.anomalies:
+            metrics.inc("rampwatch_anomalies", provider=event.provider, kind=kind)
 
 
 def build_services(

@@ -151,6 +151,7 @@ class Runtime:
 
     def close(self) -> None:
         if self._services is not None:
+            self._services.metrics.stop()  # what this command applied is counted too
             self._services.redis.close()
         if self._redis is not None:
             self._redis.close()
