@@ -38,6 +38,7 @@ from orders.events import ANSWER_SOURCES, Event, utcnow
 from orders.models import Anomaly, EventRecord, Notification, Order
 from orders.plan import AnomalyKind, Observation, OrderFacts, Plan, plan, remember
 from orders.states import TERMINAL, Decision, Status, StatusMap
+from orders.views import order_head
 
 __all__ = ["AnomalyKind", "DueOrder", "Outcome", "Store"]
 
@@ -150,19 +151,7 @@ class Store:
         order = self._locked(session, provider, external_id)
         if order is None:
             # Adoption: a bare order; the event's plan decides what of it to write.
-            values = dict(
-                provider=provider,
-                external_order_id=external_id,
-                status=Status.CREATED.value,
-                rank=0,
-                version=0,
-                details={},
-                poll_attempts=0,
-                next_poll_at=now,
-                created_at=now,
-                updated_at=now,
-                status_at=now,
-            )
+            values = bare_order(provider, external_id, now)
             dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
             stmt = dialect.insert(Order).values(**values)
             stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "external_order_id"])
@@ -558,20 +547,11 @@ class Store:
         unique indexes on (provider, external_order_id) and (provider,
         idempotency_key) decide between racing claims on both databases."""
         now = self.clock()
-        values = dict(
-            provider=provider,
-            external_order_id=external_order_id,
-            status=Status.CREATED.value,
-            rank=0,
-            version=0,
-            details={},
-            poll_attempts=0,
-            next_poll_at=now,
-            created_at=now,
-            updated_at=now,
-            idempotency_key=idempotency_key,
-            request_hash=marker,
-        )
+        values = {
+            **bare_order(provider, external_order_id, now),
+            "idempotency_key": idempotency_key,
+            "request_hash": marker,
+        }
         with self.sessions.begin() as session:
             dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
             # No conflict target: either unique index turns the insert into nothing.
@@ -809,30 +789,31 @@ class Store:
             ) > 0
 
 
+def bare_order(provider: str, external_order_id: str, now: datetime) -> dict[str, Any]:
+    """The columns of an order seen for the first time (adopted, or claimed for creation):
+    CREATED since ``now``, due for a poll now."""
+    return dict(
+        provider=provider,
+        external_order_id=external_order_id,
+        status=Status.CREATED.value,
+        rank=0,
+        version=0,
+        details={},
+        poll_attempts=0,
+        next_poll_at=now,
+        created_at=now,
+        updated_at=now,
+        status_at=now,
+    )
+
+
 def notification(order: Order, kind: str, now: datetime, **extra: Any) -> Notification:
     """An outbox row telling the partner of ``order`` as it stands now.
 
     The order's columns hold only what a signature or a verified answer covered
-    (``orders.plan``), so the body carries nothing else. ``extra`` adds to ``data``."""
-    data = {
-        "provider": order.provider,
-        "external_order_id": order.external_order_id,
-        "provider_order_id": order.provider_order_id,
-        "kind": order.kind,
-        "version": order.version,
-        "status": order.status,
-        "provider_status": order.provider_status,
-        "amounts": {
-            "fiat_amount": order.fiat_amount,
-            "fiat_currency": order.fiat_currency,
-            "crypto_amount": order.crypto_amount,
-            "crypto_currency": order.crypto_currency,
-        },
-        "created_at": _iso(order.created_at),
-        "updated_at": _iso(order.updated_at),
-        "terminal_at": _iso(order.terminal_at),
-        **extra,
-    }
+    (``orders.plan``), so the body carries nothing else (the API's order view
+    shows the same fields). ``extra`` adds to ``data``."""
+    data = {**order_head(order), **extra}
     body = {"type": kind, "timestamp": now.isoformat(), "data": data}
     return Notification(
         order_id=order.id,

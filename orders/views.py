@@ -50,23 +50,8 @@ def order_dict(
             item["raw_body"] = ev.raw_body
         timeline.append(item)
     view = {
-        "provider": order.provider,
-        "external_order_id": order.external_order_id,
-        "provider_order_id": order.provider_order_id,
-        "kind": order.kind,
-        "status": order.status,
-        "provider_status": order.provider_status,
-        "version": order.version,
-        "amounts": {
-            "fiat_amount": order.fiat_amount,
-            "fiat_currency": order.fiat_currency,
-            "crypto_amount": order.crypto_amount,
-            "crypto_currency": order.crypto_currency,
-        },
+        **order_head(order),
         "details": dict(order.details or {}),
-        "created_at": _iso(order.created_at),
-        "updated_at": _iso(order.updated_at),
-        "terminal_at": _iso(order.terminal_at),
         "next_poll_at": _iso(order.next_poll_at),
         "stuck_at": _iso(order.stuck_at),
         "stuck_reason": order.stuck_reason,
@@ -95,8 +80,9 @@ def anomaly_dict(anomaly: Anomaly, provider: str, external_order_id: str) -> dic
     return {**_anomaly(anomaly), "provider": provider, "external_order_id": external_order_id}
 
 
-def order_summary(order: Order, open_anomalies: int) -> dict[str, Any]:
-    """An order without its timeline (lists): where it stands and since when."""
+def order_head(order: Order) -> dict[str, Any]:
+    """Where an order stands: what every view of it starts with (the order view, a list's
+    row, a notification's data). Only what a signature or a verified answer covered."""
     return {
         "provider": order.provider,
         "external_order_id": order.external_order_id,
@@ -114,6 +100,13 @@ def order_summary(order: Order, open_anomalies: int) -> dict[str, Any]:
         "created_at": _iso(order.created_at),
         "updated_at": _iso(order.updated_at),
         "terminal_at": _iso(order.terminal_at),
+    }
+
+
+def order_summary(order: Order, open_anomalies: int) -> dict[str, Any]:
+    """An order without its timeline (lists): where it stands and since when."""
+    return {
+        **order_head(order),
         "stuck_at": _iso(order.stuck_at),
         "stuck_reason": order.stuck_reason,
         "open_anomalies": open_anomalies,

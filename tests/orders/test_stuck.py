@@ -142,3 +142,11 @@ def test_an_order_never_called_back_says_so(store: Store, clock: Clock) -> None:
     clock.advance(HOUR + 1)
     store.flag_stuck()
     assert order(store).stuck_reason == "AWAITING_PAYMENT for 1h (expected 1h): no callback yet"
+
+
+def test_an_order_claimed_for_creation_and_never_answered_gets_stuck(store: Store, clock: Clock) -> None:
+    # Our creation request never came back (timeout, crash): the order stays CREATED.
+    assert store.claim_creation("alixpay", "lost-1", None, "pending:x") is None
+    clock.advance(15 * 60 + 1)
+    assert [f.external_order_id for f in store.flag_stuck()] == ["lost-1"]
+    assert order(store, "lost-1").stuck_reason.startswith("CREATED for 15m (expected 15m)")
