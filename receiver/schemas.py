@@ -274,7 +274,9 @@ class AnomalyItemSchema(AnomalySchema):
     external_order_id = fields.String()
 
 
-class OrderSummarySchema(Schema):
+class OrderHeadSchema(Schema):
+    """What the order view and a list's row share: where the order stands, and whether it is stuck."""
+
     provider = fields.String()
     external_order_id = fields.String()
     provider_order_id = fields.String(allow_none=True)
@@ -288,25 +290,15 @@ class OrderSummarySchema(Schema):
     terminal_at = fields.DateTime(allow_none=True)
     stuck_at = fields.DateTime(allow_none=True)
     stuck_reason = fields.String(allow_none=True)
+
+
+class OrderSummarySchema(OrderHeadSchema):
     open_anomalies = fields.Integer()
 
 
-class OrderViewSchema(Schema):
-    provider = fields.String()
-    external_order_id = fields.String()
-    provider_order_id = fields.String(allow_none=True)
-    kind = fields.String(allow_none=True)
-    status = fields.String(metadata={"description": "canonical status"})
-    provider_status = fields.String(allow_none=True)
-    version = fields.Integer()
-    amounts = fields.Nested(AmountsSchema)
+class OrderViewSchema(OrderHeadSchema):
     details = fields.Dict()
-    created_at = fields.DateTime()
-    updated_at = fields.DateTime()
-    terminal_at = fields.DateTime(allow_none=True)
     next_poll_at = fields.DateTime(allow_none=True)
-    stuck_at = fields.DateTime(allow_none=True)
-    stuck_reason = fields.String(allow_none=True)
     anomalies = fields.List(fields.Nested(AnomalySchema))
     timeline = fields.List(fields.Nested(TimelineEntrySchema))
 
