@@ -1,57 +1,95 @@
-"""The sweep's query under load: 20,000 open orders, how long one bounded claim of 500
-due orders takes (indexed next_poll_at), on SQLite (and PostgreSQL when configured)."""
+"""The sweep's queries in a store that has lived: 1,000,000 finished orders and 10,000 open
+ones (issue 11's case; BENCH_TERMINAL and BENCH_OPEN change the sizes). Times, best and
+worst of 5, on SQLite (and PostgreSQL when RAMPWATCH_TEST_POSTGRES_URL is set):
+
+* ``sweep_claim``: one bounded claim of 500 due orders (``Store.claim_due``);
+* ``flag_stale``: the look for open orders past their provider's horizon, none due;
+* ``flag_stuck``: the look for open orders past their state's expected time, none due.
+
+Each prints one JSON line."""
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 
 from _common import Timer, database, databases, emit
-from sqlalchemy import insert
+from sqlalchemy import insert, text
 
+from config import PollPolicy
 from orders.db import make_engine
 from orders.models import Order
 from orders.providers import STATUS_MAPS
 from orders.store import Store
 
-ORDERS = 20_000
+TERMINAL = int(os.environ.get("BENCH_TERMINAL", "1000000"))
+OPEN = int(os.environ.get("BENCH_OPEN", "10000"))
+CHUNK = 20_000
+
+
+def rows(now: datetime) -> list[dict]:
+    """The orders of a store that has lived: most finished long ago, some open."""
+    out = []
+    for i in range(TERMINAL + OPEN):
+        open_ = i >= TERMINAL
+        created = now - timedelta(days=30) + timedelta(seconds=i % 86_400)
+        out.append(
+            dict(
+                provider="alixpay",
+                external_order_id=f"s-{i}",
+                status="AWAITING_PAYMENT" if open_ else "SUCCESS",
+                rank=10 if open_ else 100,
+                version=2,
+                details={},
+                poll_attempts=0,
+                next_poll_at=now - timedelta(seconds=i % 600) if open_ else None,
+                created_at=created if not open_ else now - timedelta(minutes=5),
+                updated_at=created,
+                status_at=created if not open_ else now - timedelta(minutes=5),
+                terminal_at=None if open_ else created + timedelta(minutes=10),
+                stale_flagged_at=None,
+            )
+        )
+    return out
+
+
+def timed(call, times: int = 5) -> tuple[float, float]:
+    timings = []
+    for _ in range(times):
+        with Timer() as t:
+            call()
+        timings.append(t.seconds)
+    return round(min(timings) * 1000, 2), round(max(timings) * 1000, 2)
+
+
+def measure(kind: str, now: datetime) -> None:
+    policy = PollPolicy(horizon=72 * 3600)  # the open orders are 5 minutes old: none stale
+    store = Store(make_engine(database(kind)), STATUS_MAPS, {"alixpay": policy}, clock=lambda: now)
+    everything = rows(now)
+    with store.sessions.begin() as s:
+        for start in range(0, len(everything), CHUNK):
+            s.execute(insert(Order), everything[start : start + CHUNK])
+    if kind == "postgres":  # autovacuum keeps PostgreSQL's statistics; SQLite has none unless asked
+        with store.engine.begin() as conn:
+            conn.execute(text("ANALYZE"))
+    sizes = {"db": kind, "finished_orders": TERMINAL, "open_orders": OPEN}
+
+    def claim() -> None:
+        assert len(store.claim_due(500, 120, ["alixpay"])) == 500
+
+    best, worst = timed(claim)
+    emit(bench="sweep_claim", batch=500, best_ms=best, worst_ms=worst, **sizes)
+    best, worst = timed(store.flag_stale)
+    emit(bench="flag_stale", best_ms=best, worst_ms=worst, **sizes)
+    best, worst = timed(store.flag_stuck)
+    emit(bench="flag_stuck", best_ms=best, worst_ms=worst, **sizes)
+    store.engine.dispose()
 
 
 def main() -> None:
     now = datetime.now(UTC)
     for kind in databases():
-        store = Store(make_engine(database(kind)), STATUS_MAPS, {}, clock=lambda: now)
-        rows = [
-            dict(
-                provider="alixpay",
-                external_order_id=f"s-{i}",
-                status="AWAITING_PAYMENT",
-                rank=10,
-                version=1,
-                details={},
-                poll_attempts=0,
-                next_poll_at=now - timedelta(seconds=i % 600),
-                created_at=now,
-                updated_at=now,
-            )
-            for i in range(ORDERS)
-        ]
-        with store.sessions.begin() as s:
-            s.execute(insert(Order), rows)
-        timings = []
-        for _ in range(5):
-            with Timer() as t:
-                claimed = store.claim_due(500, 120, ["alixpay"])
-            assert len(claimed) == 500
-            timings.append(t.seconds)
-        emit(
-            bench="sweep_claim",
-            db=kind,
-            open_orders=ORDERS,
-            batch=500,
-            best_ms=round(min(timings) * 1000, 2),
-            worst_ms=round(max(timings) * 1000, 2),
-        )
-        store.engine.dispose()
+        measure(kind, now)
 
 
 if __name__ == "__main__":

@@ -2,7 +2,7 @@
 
 * ``orders``: one row per (provider, external_order_id), the canonical status,
   the provider's raw status, a version bumped on every applied change, amounts
-  as decimal strings, and the poll schedule (``next_poll_at``, indexed).
+  as decimal strings, and the poll schedule (``next_poll_at``, indexed for open orders).
 * ``events``: every callback, poll result, creation and manual action, applied
   or not: raw body, source, dedup key, which key verified it and what it
   covered, any unsigned claim, when it was observed, the decision; a replay of
@@ -69,7 +69,22 @@ class Order(Base):
     __table_args__ = (
         UniqueConstraint("provider", "external_order_id", name="uq_orders_provider_external"),
         Index("ix_orders_provider_order_id", "provider", "provider_order_id"),
-        Index("ix_orders_next_poll_at", "next_poll_at"),
+        # The sweep's indexes hold open orders only (``terminal_at`` is set exactly when an
+        # order ends): a store of a million finished orders costs them nothing.
+        Index(
+            "ix_orders_open_due",
+            "provider",
+            "next_poll_at",
+            sqlite_where=text("terminal_at IS NULL"),
+            postgresql_where=text("terminal_at IS NULL"),
+        ),
+        Index(
+            "ix_orders_open_unflagged",
+            "provider",
+            "created_at",
+            sqlite_where=text("terminal_at IS NULL AND stale_flagged_at IS NULL"),
+            postgresql_where=text("terminal_at IS NULL AND stale_flagged_at IS NULL"),
+        ),
         Index("ix_orders_provider_status", "provider", "status"),
         Index("ix_orders_updated_at", "updated_at"),
         Index("ix_orders_stuck_due", "provider", "status", "status_at"),

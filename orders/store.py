@@ -304,6 +304,7 @@ class Store:
             stmt = (
                 select(Order.id, Order.provider, Order.external_order_id)
                 .where(
+                    Order.terminal_at.is_(None),  # the partial index's predicate
                     Order.next_poll_at <= now,
                     Order.provider.in_(providers),
                     Order.status.not_in([s.value for s in TERMINAL]),
@@ -417,9 +418,10 @@ class Store:
                 orders = session.scalars(
                     select(Order)
                     .where(
+                        Order.terminal_at.is_(None),  # with the next one, the partial index's predicate
+                        Order.stale_flagged_at.is_(None),
                         Order.provider == provider,
                         Order.created_at < horizon,
-                        Order.stale_flagged_at.is_(None),
                         Order.status.not_in([s.value for s in TERMINAL]),
                     )
                     .limit(limit)
