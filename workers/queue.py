@@ -40,7 +40,10 @@ EVENTS = "events"
 POLLS = "polls"
 NOTIFICATIONS = "notifications"
 CONTROL = "control"
-QUEUE_NAMES = (EVENTS, POLLS, NOTIFICATIONS, CONTROL)  # a worker listens in this order of priority
+# A worker takes jobs in this order of priority. The sweep (control) comes first: it is one
+# short job per RAMPWATCH_SWEEP_INTERVAL and must keep its cadence whatever the backlog
+# (behind the events it waited for every worker to empty the other queues).
+QUEUE_NAMES = (CONTROL, EVENTS, POLLS, NOTIFICATIONS)
 
 APPLY_JOB = "workers.jobs.apply_event"
 POLL_JOB = "workers.jobs.poll_order"
@@ -157,7 +160,9 @@ class Queues:
         self.control = Queue(CONTROL, connection=redis, serializer=JSONSerializer)
 
     def all(self) -> list[Queue]:
-        return [self.events, self.polls, self.notifications, self.control]
+        """Every queue, in a worker's order of priority (``QUEUE_NAMES``)."""
+        by_name = {q.name: q for q in (self.control, self.events, self.polls, self.notifications)}
+        return [by_name[name] for name in QUEUE_NAMES]
 
     def enqueue_event(self, event: Event) -> str:
         """Queue ``event`` for ``apply``; returns its job id. Raises redis errors."""

@@ -1,4 +1,4 @@
-"""The ``worker`` process: a non-forking RQ worker on the events, polls and control queues.
+"""The ``worker`` process: a non-forking RQ worker on the control, events, polls and notifications queues.
 
 ``SimpleWorker`` runs each job in the worker process itself (no fork per job), so
 its Services (engine pool, HTTP session, adapters) is built once and reused. On

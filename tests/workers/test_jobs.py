@@ -236,3 +236,14 @@ def test_a_provider_that_cannot_be_reached_is_retried_and_backs_off(runtime: Ser
     assert runtime.queues.enqueue_poll("alixpay", "o-1", "sweep")
     assert job.get_status(refresh=True) == JobStatus.QUEUED
     assert not runtime.queues.enqueue_poll("alixpay", "o-1", "sweep")  # queued once
+
+
+def test_the_sweep_keeps_its_cadence_whatever_the_backlog(runtime: Services, redis: Redis) -> None:
+    """A sweep queued behind a backlog of callbacks and polls runs next, not after them: the
+    control queue comes first (issue 11 saw sweeps every ~19 s instead of 5 under load)."""
+    for i in range(30):
+        runtime.queues.enqueue_event(event("AWAITING_PAYMENT", order=f"b-{i}"))
+    runtime.queues.enqueue_poll("alixpay", "b-0", "operator")
+    assert runtime.queues.enqueue_sweep()
+    worker = make_worker(runtime)
+    assert worker.dequeue_job_and_maintain_ttl(timeout=1)[0].id == "sweep"

@@ -51,7 +51,7 @@ def migrate(rt: Runtime) -> None:
 @click.option("--name", help="Worker name (default: RQ's).")
 @pass_runtime
 def worker(rt: Runtime, burst: bool, name: str | None) -> None:
-    """Run an RQ worker on the events, polls, notifications and control queues."""
+    """Run an RQ worker on the control, events, polls and notifications queues."""
     from workers.outages import Patience
     from workers.services import WORKER_REDIS_TIMEOUT, build_services
     from workers.worker import run_worker
