@@ -303,7 +303,8 @@ def stack(
     token = runtime.install()
     app = create_app(settings, redis=redis, store=runtime.store, adapters=runtime.adapters)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    # A short poll interval: shutting the server down after each test waits for one.
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
     sandbox.callback_url = f"{base}/webhooks/alixpay"

@@ -38,7 +38,9 @@ class Ingest:
     def __init__(self) -> None:
         self.envelopes: list[str] = []
         self.server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
 
     @property
     def dsn(self) -> str:

@@ -208,7 +208,7 @@ def fault_stack(
     runtime = build_services(settings, redis=quick)
     app = create_app(settings, redis=quick, store=runtime.store, adapters=runtime.adapters)
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_port}"
     sandbox.callback_url = f"{base}/webhooks/alixpay"

@@ -145,7 +145,7 @@ def partner() -> Iterator[tuple[str, list[bytes]]]:
         return Response("ok")
 
     server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     yield f"http://127.0.0.1:{server.server_port}/hooks", received
     server.shutdown()

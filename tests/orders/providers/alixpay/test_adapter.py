@@ -96,7 +96,7 @@ def test_a_signed_answer_about_another_order_is_refused(keys: Keys) -> None:
         signed(keys, externalOrderId="someone-else", fiatAmount=1, status="SUCCESS")
     ).encode()
     server = ThreadingHTTPServer(("127.0.0.1", 0), _OtherOrder)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         adapter = AlixPayAdapter(alix_settings(keys, f"http://127.0.0.1:{server.server_port}", timeout=2))
         with pytest.raises(ProviderResponseInvalid, match="another order"):

@@ -36,7 +36,7 @@ class SlowOracle(BaseHTTPRequestHandler):
 
 def test_a_slow_oracle_is_cut_off_by_one_overall_deadline() -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), SlowOracle)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
+    threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
     try:
         publics = tuple(Named(f"FUSPAY_PUBLIC_KEY{s}", f"pk_{s}") for s in ("", "_PREVIOUS"))
         secrets = tuple(Named(f"FUSPAY_SECRET_KEY{s}", f"sk_{s}") for s in ("", "_PREVIOUS"))
