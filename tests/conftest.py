@@ -12,20 +12,20 @@
 from __future__ import annotations
 
 import os
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
+from recorders import WsgiLoopback
 from redis import Redis
 from sqlalchemy import create_engine, text
-from werkzeug.serving import make_server
 
 from config import Named, PollPolicy, Settings
 from devkit.alixpay.sandbox import AlixSandbox
@@ -254,6 +254,14 @@ def fuspay_sandbox() -> Iterator[FuspaySandbox]:
 E2E_TOKEN = "e2e-token-0123456789abcdef"
 
 
+def serve_receiver(app: Any, *sandboxes: Any) -> WsgiLoopback:
+    """The receiver ``app`` on a loopback port, each sandbox posting its callbacks to it."""
+    server = WsgiLoopback(app)
+    for box in sandboxes:
+        box.callback_url = f"{server.base}/webhooks/{box.name}"
+    return server
+
+
 @dataclass
 class Stack:
     settings: Settings
@@ -302,14 +310,8 @@ def stack(
     runtime = build_services(settings, redis=redis)
     token = runtime.install()
     app = create_app(settings, redis=redis, store=runtime.store, adapters=runtime.adapters)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    # A short poll interval: shutting the server down after each test waits for one.
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    sandbox.callback_url = f"{base}/webhooks/alixpay"
-    changelly_sandbox.callback_url = f"{base}/webhooks/changelly"
-    fuspay_sandbox.callback_url = f"{base}/webhooks/fuspay"
+    server = serve_receiver(app, sandbox, changelly_sandbox, fuspay_sandbox)
+    base = server.base
     env = {
         **fuspay_env(fuspay_sandbox.url),
         **alix_env(keys, sandbox.url),
@@ -331,6 +333,6 @@ def stack(
             app.extensions["rampwatch"],
         )
     finally:
-        server.shutdown()
+        server.close()
         token.var.reset(token)
         runtime.store.engine.dispose()

@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from recorders import WsgiLoopback
 from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 
@@ -61,19 +61,14 @@ class PartnerReceiver:
         self.answer = answer or (lambda _arrival: OK)
         self.arrivals: list[Arrival] = []
         self._lock = threading.Lock()
-        self.server = make_server("127.0.0.1", 0, Request.application(self._handle), threaded=True)
-        self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05})
-        self.thread.daemon = True
-        self.thread.start()
+        self.server = WsgiLoopback(Request.application(self._handle))
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_port}/partner/notifications"
+        return f"{self.server.base}/partner/notifications"
 
     def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-        self.thread.join(5)
+        self.server.close()
 
     def __enter__(self) -> PartnerReceiver:
         return self

@@ -1,5 +1,6 @@
 """Loopback HTTP servers for tests: a base that serves a handler on a free 127.0.0.1 port,
-and a recorder of every POST (our stand-in for rampwatch's webhook endpoint).
+one that serves a WSGI app (the receiver, a partner's endpoint), and a recorder of every
+POST (our stand-in for rampwatch's webhook endpoint).
 Importable from any test as ``recorders`` (the tests folder is on sys.path)."""
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from werkzeug.serving import make_server
 
 
 class Loopback:
@@ -30,6 +33,38 @@ class Loopback:
         self.server.shutdown()
         self.server.server_close()
         self.thread.join(5)
+
+
+class WsgiLoopback:
+    """Serves the WSGI ``app`` on 127.0.0.1 (a free port, threaded) until ``close()``.
+
+    Shutdown waits for the serving loop's next poll: 50 ms, not werkzeug's 500."""
+
+    def __init__(self, app: Any):
+        self.server = make_server("127.0.0.1", 0, app, threaded=True)
+        self.thread = threading.Thread(
+            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self.thread.start()
+
+    @property
+    def port(self) -> int:
+        return self.server.server_port
+
+    @property
+    def base(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join(5)
+
+    def __enter__(self) -> WsgiLoopback:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class CallbackRecorder(Loopback):

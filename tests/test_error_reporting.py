@@ -5,16 +5,15 @@ the error and none of the personal data, the bearer token or the signature heade
 from __future__ import annotations
 
 import gzip
-import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 import sentry_sdk
+from recorders import WsgiLoopback
 from redis import Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from config import Settings
@@ -37,14 +36,11 @@ class Ingest:
 
     def __init__(self) -> None:
         self.envelopes: list[str] = []
-        self.server = make_server("127.0.0.1", 0, self._app, threaded=True)
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.server = WsgiLoopback(self._app)
 
     @property
     def dsn(self) -> str:
-        return f"http://publickey@127.0.0.1:{self.server.server_port}/1"
+        return f"http://publickey@127.0.0.1:{self.server.port}/1"
 
     def _app(self, environ: dict, start_response: object) -> object:
         request = Request(environ)
@@ -73,11 +69,10 @@ class Ingest:
 @pytest.fixture
 def ingest() -> Iterator[Ingest]:
     server = Ingest()
-    server.thread.start()
     yield server
     sentry_sdk.flush(timeout=2)
     sentry_sdk.init()  # no DSN: reporting off for the tests that follow
-    server.server.shutdown()
+    server.server.close()
 
 
 def _settings(database_url: str, redis: Redis, dsn: str) -> Settings:

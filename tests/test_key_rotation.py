@@ -11,7 +11,6 @@ do); the previous and retired keys' are signed here with the same signing code.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 
@@ -27,10 +26,10 @@ from conftest import (
     changelly_settings,
     fuspay_settings,
     make_keypair,
+    serve_receiver,
 )
 from redis import Redis
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from config import Named, Settings
 from devkit.alixpay.sandbox import AlixSandbox
@@ -137,17 +136,12 @@ def rotating(
     runtime = build_services(settings, redis=redis)
     token = runtime.install()
     app = create_app(settings, redis=redis, store=runtime.store, adapters=runtime.adapters)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    sandbox.callback_url = f"{base}/webhooks/alixpay"
-    changelly_sandbox.callback_url = f"{base}/webhooks/changelly"
-    fuspay_sandbox.callback_url = f"{base}/webhooks/fuspay"
+    server = serve_receiver(app, sandbox, changelly_sandbox, fuspay_sandbox)
+    base = server.base
     try:
         yield Rotating(runtime, base, sandbox, changelly_sandbox, fuspay_sandbox)
     finally:
-        server.shutdown()
+        server.close()
         token.var.reset(token)
         runtime.store.engine.dispose()
 

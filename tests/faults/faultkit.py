@@ -17,7 +17,6 @@ The fault runs that take minutes (60-second outages, provider faults, clocks) ar
 from __future__ import annotations
 
 import os
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -37,13 +36,13 @@ from conftest import (
     changelly_settings,
     fuspay_env,
     fuspay_settings,
+    serve_receiver,
 )
 from redis import Redis
 from rq.job import Job
 from rq.serializers import JSONSerializer
 from scenarios import alixpay_sell, changelly_sell, fuspay_sell
 from sqlalchemy import create_engine, text
-from werkzeug.serving import make_server
 
 from config import Settings
 from devkit.alixpay.sandbox import AlixSandbox
@@ -207,13 +206,8 @@ def fault_stack(
     )
     runtime = build_services(settings, redis=quick)
     app = create_app(settings, redis=quick, store=runtime.store, adapters=runtime.adapters)
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{server.server_port}"
-    sandbox.callback_url = f"{base}/webhooks/alixpay"
-    changelly_sandbox.callback_url = f"{base}/webhooks/changelly"
-    fuspay_sandbox.callback_url = f"{base}/webhooks/fuspay"
+    server = serve_receiver(app, sandbox, changelly_sandbox, fuspay_sandbox)
+    base = server.base
     env = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("ALIXPAY_", "FUSPAY_", "CHANGELLY_"))},
         **alix_env(keys, sandbox.url),
@@ -256,7 +250,7 @@ def fault_stack(
         fleet.stop()
         for member in fleet.members:
             print(f"----- {member.name} (exit {member.returncode}) -----\n{member.output()[-6000:]}")
-        server.shutdown()
+        server.close()
         runtime.store.engine.dispose()
         quick.close()
         stack.redis.close()

@@ -8,16 +8,15 @@ from __future__ import annotations
 import base64
 import json
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from cli_support import PERSONAL, alix_event, base_env, changelly_claim, run, store_for
+from recorders import WsgiLoopback
 from redis import Redis
 from rq.job import Job
 from sqlalchemy import select
-from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from config import Named, Settings
@@ -144,11 +143,8 @@ def partner() -> Iterator[tuple[str, list[bytes]]]:
         received.append(request.get_data())
         return Response("ok")
 
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}/hooks", received
-    server.shutdown()
+    with WsgiLoopback(app) as server:
+        yield f"{server.base}/hooks", received
 
 
 def test_notifications_list_and_redeliver_a_dead_one(

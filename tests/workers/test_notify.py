@@ -134,7 +134,7 @@ def test_rotation_both_secrets_sign_and_either_verifies(database_url: str, redis
         for receiver in (new, old, stranger):
             settings = make_settings(database_url, redis, keys, receiver.url, notify_secrets=secrets)
             rt = build_services(settings, redis=redis)
-            (outcome,) = rt.store.apply([event("AWAITING_PAYMENT", order=f"o-{receiver.server.server_port}")])
+            (outcome,) = rt.store.apply([event("AWAITING_PAYMENT", order=f"o-{receiver.server.port}")])
             with requests.Session() as session:
                 report = Deliverer.from_settings(rt.settings, rt.store, session).run(outcome.order_id)
             rt.store.engine.dispose()
