@@ -17,9 +17,11 @@ The fault runs that take minutes (60-second outages, provider faults, clocks) ar
 from __future__ import annotations
 
 import os
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -257,3 +259,31 @@ def fault_stack(
         redis_server.stop()
         if pg is not None:
             pg.close()
+
+
+@contextmanager
+def postgres_cut(faults: Faults, every: float) -> Iterator[None]:
+    """While the block runs, PostgreSQL refuses new connections to the stack's database
+    and its sessions are killed every ``every`` seconds; afterwards it takes them again."""
+    admin = create_engine(str(faults.admin_url), isolation_level="AUTOCOMMIT")
+    cut = threading.Event()
+
+    def keep_cutting() -> None:
+        with admin.connect() as conn:
+            conn.execute(text(f'ALTER DATABASE "{faults.database_name}" ALLOW_CONNECTIONS false'))
+            while not cut.is_set():
+                conn.execute(
+                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
+                    {"n": faults.database_name},
+                )
+                cut.wait(every)
+            conn.execute(text(f'ALTER DATABASE "{faults.database_name}" ALLOW_CONNECTIONS true'))
+
+    cutter = threading.Thread(target=keep_cutting, daemon=True)
+    cutter.start()
+    try:
+        yield
+    finally:
+        cut.set()
+        cutter.join(10)
+        admin.dispose()

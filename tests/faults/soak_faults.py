@@ -8,7 +8,6 @@ take, without an operator, to reach the sandboxes' truth once the fault is over.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +15,8 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import POSTGRES_URL, Keys
-from faultkit import Faults, fault_stack, wait_for
-from sqlalchemy import create_engine, text
+from faultkit import Faults, fault_stack, postgres_cut, wait_for
+from sqlalchemy import create_engine
 
 from workers.queue import poll_job_id
 
@@ -164,32 +163,14 @@ def test_a_postgres_outage_longer_than_the_retry_schedule_loses_nothing(pg_fault
         faults.create("alixpay", oid)
     worker = faults.worker("w1")
     faults.registered("w1")
-    admin = create_engine(str(faults.admin_url), isolation_level="AUTOCOMMIT")
-    cut = threading.Event()
-
-    def keep_cutting() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{faults.database_name}" ALLOW_CONNECTIONS false'))
-            while not cut.is_set():
-                conn.execute(
-                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                    {"n": faults.database_name},
-                )
-                cut.wait(0.2)
-            conn.execute(text(f'ALTER DATABASE "{faults.database_name}" ALLOW_CONNECTIONS true'))
-
     faults.runtime.store.engine.dispose()
-    cutter = threading.Thread(target=keep_cutting, daemon=True)
-    cutter.start()
-    time.sleep(0.5)
-    for oid in orders:
-        faults.sandbox.advance(oid, "SUCCESS")
-    assert faults.sandbox.wait_idle(10)
-    time.sleep(60)
-    assert worker.alive
-    cut.set()
-    cutter.join(10)
-    admin.dispose()
+    with postgres_cut(faults, every=0.2):
+        time.sleep(0.5)
+        for oid in orders:
+            faults.sandbox.advance(oid, "SUCCESS")
+        assert faults.sandbox.wait_idle(10)
+        time.sleep(60)
+        assert worker.alive
     wait_for(
         "every callback applied", lambda: all(faults.status("alixpay", o) == "SUCCESS" for o in orders), 20
     )

@@ -6,16 +6,15 @@ says how long the system may take to reach the sandbox's truth once the fault en
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import POSTGRES_URL, Keys
-from faultkit import Faults, fault_stack, wait_for
+from faultkit import Faults, fault_stack, postgres_cut, wait_for
 from scenarios import alixpay_sell
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine
 
 from devkit.alixpay.sandbox import AlixSandbox
 from devkit.changelly.sandbox import ChangellySandbox
@@ -140,33 +139,15 @@ def test_postgres_connections_cut_for_6s_kill_no_worker_and_the_work_is_applied_
     create(faults, orders)
     worker = faults.worker("w1")
     wait_for("the worker registered", lambda: faults.redis.exists("rq:worker:w1") == 1, 20)
-    admin = create_engine(str(faults.admin_url), isolation_level="AUTOCOMMIT")
-    cut = threading.Event()
-
-    def keep_cutting() -> None:
-        with admin.connect() as conn:
-            conn.execute(text(f'ALTER DATABASE "{faults.database_name}" ALLOW_CONNECTIONS false'))
-            while not cut.is_set():
-                conn.execute(
-                    text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = :n"),
-                    {"n": faults.database_name},
-                )
-                cut.wait(0.1)
-            conn.execute(text(f'ALTER DATABASE "{faults.database_name}" ALLOW_CONNECTIONS true'))
-
-    cutter = threading.Thread(target=keep_cutting, daemon=True)
     # The receiver's store shares that database: read the results through a new engine later.
     faults.runtime.store.engine.dispose()
-    cutter.start()
-    time.sleep(0.5)
-    for oid in orders:
-        faults.sandbox.advance(oid, "SUCCESS")
-    assert faults.sandbox.wait_idle(10)
-    time.sleep(5.5)
-    assert worker.alive
-    cut.set()
-    cutter.join(10)
-    admin.dispose()
+    with postgres_cut(faults, every=0.1):
+        time.sleep(0.5)
+        for oid in orders:
+            faults.sandbox.advance(oid, "SUCCESS")
+        assert faults.sandbox.wait_idle(10)
+        time.sleep(5.5)
+        assert worker.alive
     back = time.monotonic()
     wait_for(
         "every callback applied after the outage",
