@@ -43,7 +43,6 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.logs import bind, log_context
 from orders.errors import DataError, ProviderError
 from orders.events import Event
-from orders.store import Outcome
 from workers.notify import Deliverer
 from workers.outages import database_unavailable
 from workers.services import NoServices, Services, current
@@ -112,7 +111,7 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
         event = _resolve_order(rt, event)
     bind(order_id=event.external_order_id)
     (outcome,) = rt.store.apply([event])
-    _notify(rt, outcome)
+    rt.deliver_change(outcome)
     if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
         window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
         rt.queues.enqueue_trigger_poll(event.provider, event.external_order_id, window)
@@ -175,7 +174,7 @@ def _poll(rt: Services, provider: str, external_order_id: str, reason: str) -> d
     rt.metrics.inc(
         "rampwatch_polls", provider=provider, outcome="applied" if outcome.changed else "unchanged"
     )
-    _notify(rt, outcome)
+    rt.deliver_change(outcome)
     log.info(
         "polled %s order (%s): %s -> %s", provider, reason, event.provider_status, outcome.decision.value
     )
@@ -198,12 +197,6 @@ def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
         log.warning("healing poll of a %s order skipped: the healing budget is spent", provider)
         return {"polled": False, "budget": "spent"}
     return {"polled": True, **poll_order(provider, external_order_id, reason="failed verification")}
-
-
-def _notify(rt: Services, outcome: Outcome) -> None:
-    """After a change: deliver its notification now (the sweep would, a little later)."""
-    if outcome.changed and outcome.order_id is not None and rt.settings.notify_url:
-        rt.queues.enqueue_delivery(outcome.order_id)
 
 
 @job

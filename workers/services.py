@@ -61,6 +61,12 @@ class Services:
         """Make these the services ``current()`` returns in this context (a worker, the CLI)."""
         return _CURRENT.set(self)
 
+    def deliver_change(self, outcome: Outcome) -> None:
+        """After ``outcome`` changed an order: queue the delivery of the notification it wrote,
+        when notifications are pushed (the sweep would queue it too, a little later)."""
+        if outcome.changed and outcome.order_id is not None and self.settings.notify_url:
+            self.queues.enqueue_delivery(outcome.order_id)
+
     def adapter(self, provider: str) -> ProviderAdapter:
         try:
             return self.adapters[provider]

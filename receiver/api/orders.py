@@ -71,12 +71,10 @@ def create(provider: str) -> Any:
 
 def _deliver(outcome: Outcome) -> None:
     """A creation changed the order (its answer, a refusal): its notification goes out now."""
-    services = current_app.extensions["rampwatch"]
-    if services.settings.notify_url and outcome.order_id is not None:
-        try:
-            services.queues.enqueue_delivery(outcome.order_id)
-        except RedisError as exc:  # the sweep delivers it a little later
-            log.warning("could not queue the delivery of a creation's notification: %s", type(exc).__name__)
+    try:
+        current_app.extensions["rampwatch"].deliver_change(outcome)
+    except RedisError as exc:  # the sweep delivers it a little later
+        log.warning("could not queue the delivery of a creation's notification: %s", type(exc).__name__)
 
 
 @bp.get("/orders")

@@ -131,13 +131,10 @@ def create(rt: Runtime, provider: str, request: str, idempotency_key: str | None
     services = rt.services()
     adapter = checked(lambda: services.adapter(provider))
 
-    def notify(outcome: object) -> None:
-        order_id = getattr(outcome, "order_id", None)
-        if services.settings.notify_url and order_id is not None:
-            services.queues.enqueue_delivery(order_id)
-
     outcome = checked(
-        lambda: create_order(services.store, adapter, body, idempotency_key=idempotency_key, on_change=notify)
+        lambda: create_order(
+            services.store, adapter, body, idempotency_key=idempotency_key, on_change=services.deliver_change
+        )
     )
     order_id = outcome.event.external_order_id
     if as_json:

@@ -180,8 +180,7 @@ def replay(rt: Runtime, event_id: int, as_json: bool) -> None:
     outcome = checked(lambda: services.store.replay_event(event_id))
     if outcome is None:
         raise Failure(f"no event {event_id}")
-    if outcome.changed and outcome.order_id is not None and services.settings.notify_url:
-        services.queues.enqueue_delivery(outcome.order_id)
+    services.deliver_change(outcome)
     event = outcome.event
     if as_json:
         emit_json(
