@@ -64,6 +64,10 @@ class IPNSchema(Schema):
     status = fields.String(required=True, validate=validate.Length(min=1, max=64))
 
 
+# Built once: a schema is stateless while loading, and building one per callback costs.
+IPN_SCHEMA = IPNSchema()
+
+
 class AlixPayAdapter:
     slug = SLUG
     status_map = STATUS_MAP
@@ -76,7 +80,7 @@ class AlixPayAdapter:
 
     def parse_callback(self, body: bytes, headers: Mapping[str, str], received_at: datetime) -> Event:
         data = parse_json_object(body)
-        load(IPNSchema(), data)
+        load(IPN_SCHEMA, data)
         signature = data.get("signature")
         if not isinstance(signature, str) or not signature:
             raise SignatureInvalid("missing signature")
