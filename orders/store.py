@@ -73,6 +73,9 @@ class DueOrder:
     external_order_id: str
 
 
+KEYS_PER_STATEMENT = 500  # orders named in one IN (...): well under SQLite's bound on parameters
+
+
 @dataclass
 class _OrderWork:
     order: Order
@@ -123,8 +126,9 @@ class Store:
         outcomes: list[Outcome | None] = [None] * len(events)
         notices: list[Notification] = []
         with self.sessions.begin() as session:
+            works = self._lock_or_adopt(session, sorted(by_order), now)
             for key in sorted(by_order):
-                work = self._lock_or_adopt(session, key, now)
+                work = works[key]
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(session, work, events[i], now, notices)
             self._write_notifications(session, notices)
@@ -146,53 +150,78 @@ class Store:
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
         session.add_all(notices)
 
-    def _lock_or_adopt(self, session: Session, key: tuple[str, str], now: datetime) -> _OrderWork:
-        provider, external_id = key
-        order = self._locked(session, provider, external_id)
-        if order is None:
-            # Adoption: a bare order; the event's plan decides what of it to write.
-            values = bare_order(provider, external_id, now)
+    def _lock_or_adopt(
+        self, session: Session, keys: list[tuple[str, str]], now: datetime
+    ) -> dict[tuple[str, str], _OrderWork]:
+        """Lock the batch's orders (adopting those we have never seen) and read their history,
+        in a few statements for the whole batch rather than a few per order.
+
+        Rows are locked in the order of their keys (``ORDER BY`` under ``FOR UPDATE`` locks
+        in sorted order on PostgreSQL), so two writers with overlapping batches cannot
+        deadlock; SQLite has one writer at a time."""
+        orders = self._locked(session, keys)
+        missing = [key for key in keys if key not in orders]
+        if missing:
+            # Adoption: bare orders; each event's plan decides what of it to write.
             dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
-            stmt = dialect.insert(Order).values(**values)
-            stmt = stmt.on_conflict_do_nothing(index_elements=["provider", "external_order_id"])
-            session.execute(stmt)
-            order = self._locked(session, provider, external_id)
-            assert order is not None
-        rows = session.execute(
-            select(
-                EventRecord.id,
-                EventRecord.source,
-                EventRecord.provider_status,
-                EventRecord.dedup_key,
-                EventRecord.fingerprint,
-                EventRecord.decision,
-                EventRecord.observed_at,
-                EventRecord.received_at,
-                EventRecord.last_seen_at,
+            for chunk in _chunks(missing, KEYS_PER_STATEMENT):
+                stmt = dialect.insert(Order).values([bare_order(p, o, now) for p, o in chunk])
+                session.execute(stmt.on_conflict_do_nothing(index_elements=["provider", "external_order_id"]))
+            orders.update(self._locked(session, missing))
+            assert all(key in orders for key in missing)
+        by_id = {order.id: key for key, order in orders.items()}
+        works = {key: _OrderWork(order=order) for key, order in orders.items()}
+        for chunk in _chunks(sorted(by_id), KEYS_PER_STATEMENT):
+            rows = session.execute(
+                select(
+                    EventRecord.id,
+                    EventRecord.order_id,
+                    EventRecord.source,
+                    EventRecord.provider_status,
+                    EventRecord.dedup_key,
+                    EventRecord.fingerprint,
+                    EventRecord.decision,
+                    EventRecord.observed_at,
+                    EventRecord.received_at,
+                    EventRecord.last_seen_at,
+                )
+                .where(EventRecord.order_id.in_(chunk))
+                .order_by(EventRecord.order_id, EventRecord.id)
             )
-            .where(EventRecord.order_id == order.id)
-            .order_by(EventRecord.id)
-        )
-        history = [
-            Observation(
-                source=r.source,
-                provider_status=r.provider_status,
-                dedup_key=r.dedup_key,
-                fingerprint=r.fingerprint,
-                decision=r.decision,
-                at=_observed(r.source, r.observed_at or r.received_at, r.last_seen_at),
-                record_id=r.id,
-            )
-            for r in rows
-        ]
-        return _OrderWork(order=order, history=history)
+            for r in rows:
+                works[by_id[r.order_id]].history.append(
+                    Observation(
+                        source=r.source,
+                        provider_status=r.provider_status,
+                        dedup_key=r.dedup_key,
+                        fingerprint=r.fingerprint,
+                        decision=r.decision,
+                        at=_observed(r.source, r.observed_at or r.received_at, r.last_seen_at),
+                        record_id=r.id,
+                    )
+                )
+        return works
 
     @staticmethod
-    def _locked(session: Session, provider: str, external_id: str) -> Order | None:
-        stmt = select(Order).where(Order.provider == provider, Order.external_order_id == external_id)
-        if session.bind.dialect.name != "sqlite":  # type: ignore[union-attr]
-            stmt = stmt.with_for_update()
-        return session.scalars(stmt).one_or_none()
+    def _locked(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Order]:
+        """The orders of ``keys`` that exist, locked (``FOR UPDATE``) in key order."""
+        found: dict[tuple[str, str], Order] = {}
+        lock = session.bind.dialect.name != "sqlite"  # type: ignore[union-attr]
+        by_provider: dict[str, list[str]] = {}
+        for provider, external_id in keys:
+            by_provider.setdefault(provider, []).append(external_id)
+        for provider in sorted(by_provider):
+            for chunk in _chunks(sorted(by_provider[provider]), KEYS_PER_STATEMENT):
+                stmt = (
+                    select(Order)
+                    .where(Order.provider == provider, Order.external_order_id.in_(chunk))
+                    .order_by(Order.external_order_id)
+                )
+                if lock:
+                    stmt = stmt.with_for_update()
+                for order in session.scalars(stmt):
+                    found[(order.provider, order.external_order_id)] = order
+        return found
 
     def _apply_one(
         self, session: Session, work: _OrderWork, ev: Event, now: datetime, notices: list[Notification]
@@ -327,7 +356,7 @@ class Store:
         """A poll could not be made or read: back off before the next one."""
         now = self.clock()
         with self.sessions.begin() as session:
-            order = self._locked(session, provider, external_order_id)
+            order = self._locked(session, [(provider, external_order_id)]).get((provider, external_order_id))
             if order is None or Status(order.status) in TERMINAL:
                 return
             order.poll_attempts += 1
@@ -754,6 +783,22 @@ class Store:
             ).one_or_none()
             return (row.kind, row.provider_order_id) if row else None
 
+    def order_refs(
+        self, provider: str, external_order_ids: Sequence[str]
+    ) -> dict[str, tuple[str | None, str | None]]:
+        """``order_ref`` of many orders of one provider, in one query per 500: the known ones."""
+        wanted = sorted({oid for oid in external_order_ids if _storable(provider, oid)})
+        found: dict[str, tuple[str | None, str | None]] = {}
+        with self.sessions() as session:
+            for chunk in _chunks(wanted, KEYS_PER_STATEMENT):
+                rows = session.execute(
+                    select(Order.external_order_id, Order.kind, Order.provider_order_id).where(
+                        Order.provider == provider, Order.external_order_id.in_(chunk)
+                    )
+                )
+                found.update({r.external_order_id: (r.kind, r.provider_order_id) for r in rows})
+        return found
+
     def external_id_for(self, provider: str, provider_order_id: str) -> str | None:
         """Our order id for the provider's own order id, if we know the order."""
         if not _storable(provider, provider_order_id):
@@ -789,6 +834,11 @@ class Store:
                 )
                 or 0
             ) > 0
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
 
 
 def bare_order(provider: str, external_order_id: str, now: datetime) -> dict[str, Any]:
