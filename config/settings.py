@@ -215,6 +215,10 @@ class Settings:
     providers: Mapping[str, Any] = field(default_factory=dict)
     sweep_interval: float = 5.0
     sweep_batch: int = 500
+    # Sweep polls (workers.polls): orders per batch job, and the most requests in flight to
+    # one provider from one worker process (the fleet's bound: that times the workers).
+    poll_batch: int = 100
+    poll_concurrency: int = 8
     poll_lease: int = 120
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
@@ -585,6 +589,8 @@ def load_settings(
         },
         sweep_interval=r.number("RAMPWATCH_SWEEP_INTERVAL", 5.0, float, 0.1),
         sweep_batch=r.number("RAMPWATCH_SWEEP_BATCH", 500, int, 1),
+        poll_batch=r.number("RAMPWATCH_POLL_BATCH", 100, int, 1),
+        poll_concurrency=r.number("RAMPWATCH_POLL_CONCURRENCY", 8, int, 1),
         poll_lease=r.duration("RAMPWATCH_POLL_LEASE", 120),
         log_level=log_level,
         log_format=r.choice("RAMPWATCH_LOG_FORMAT", LOG_FORMATS),

@@ -1,5 +1,5 @@
-"""RQ jobs: apply an event, poll one order, sweep due orders, heal after a bad signature,
-deliver an order's notifications to the partner.
+"""RQ jobs: apply an event, poll one order, poll a batch of due orders, sweep due orders,
+heal after a bad signature, deliver an order's notifications to the partner.
 
 Error policy, enforced in one place (``job``, which wraps every job): jobs do
 not swallow exceptions. A ``DataError`` (bad payload, an unknown or disabled
@@ -14,7 +14,9 @@ its next job (``workers.outages``): an outage of any length loses no job.
 At most one poll of an order runs at a time, whatever asked for it (sweep,
 callback trigger, healing, operator): a poll that finds another one under way
 schedules itself a little later instead (nothing is lost, nothing races). The
-store orders answers by the time they were fetched in any case.
+store orders answers by the time they were fetched in any case. The sweep's polls
+run in batches of one provider's orders, fetched concurrently and applied together
+(``workers.polls``); a batch does not fail for one order's failure.
 
 A change of an order's status writes a notification in the same transaction
 (``orders.store``); when ``NOTIFY_URL`` is set, the job that made the change queues
@@ -45,6 +47,8 @@ from orders.errors import DataError, ProviderError
 from orders.events import Event
 from workers.notify import Deliverer
 from workers.outages import database_unavailable
+from workers.polls import hand_out
+from workers.polls import poll_batch as poll_orders
 from workers.services import NoServices, Services, current
 
 log = logging.getLogger("rampwatch.jobs")
@@ -187,6 +191,18 @@ def _poll(rt: Services, provider: str, external_order_id: str, reason: str) -> d
 
 
 @job
+def poll_batch(provider: str, external_order_ids: list[str], reason: str = "sweep") -> dict[str, int]:
+    """Poll several due orders of one provider concurrently and apply their answers together
+    (``workers.polls``): an order whose poll fails is counted and backed off, its neighbours
+    are applied. What it did, by outcome."""
+    bind(provider=provider)
+    running = get_current_job()
+    return poll_orders(
+        current(), provider, external_order_ids, reason, worker_name=running.worker_name if running else None
+    )
+
+
+@job
 def poll_if_known(provider: str, external_order_id: str) -> dict[str, Any]:
     """After a callback failed verification: poll the order if we know it and it is
     open (within the healing budget), else nothing."""
@@ -218,27 +234,29 @@ def deliver_notifications(order_id: int) -> dict[str, Any]:
 
 @job
 def sweep() -> dict[str, Any]:
-    """Enqueue one poll per due open order (bounded batch), flag orders past their horizon,
-    and, when notifications are pushed, queue the delivery of every order with one due."""
+    """Queue the polls of due open orders in batches, within a bound on the polls queue's
+    backlog (``workers.polls.hand_out``), flag orders past their horizon, and, when
+    notifications are pushed, queue the delivery of every order with one due."""
     rt = current()
-    due = rt.store.claim_due(rt.settings.sweep_batch, rt.settings.poll_lease, rt.adapters.keys())
-    queued = sum(1 for d in due if rt.queues.enqueue_poll(d.provider, d.external_order_id, "sweep"))
+    handout = hand_out(rt)
     stale = rt.store.flag_stale()
     stuck = rt.store.flag_stuck()
     for flagged in stale:
         rt.metrics.inc("rampwatch_anomalies", provider=flagged.provider, kind="stale")
-    if due or stale or stuck:
+    if handout.due or stale or stuck:
         log.info(
-            "sweep: %d due, %d polls queued, %d flagged stale, %d flagged stuck",
-            len(due),
-            queued,
+            "sweep: %d due, %d polls queued in %d batches, %d flagged stale, %d flagged stuck",
+            handout.due,
+            handout.queued,
+            handout.batches,
             len(stale),
             len(stuck),
         )
     deliveries = _queue_due_deliveries(rt)
     return {
-        "due": len(due),
-        "queued": queued,
+        "due": handout.due,
+        "queued": handout.queued,
+        "batches": handout.batches,
         "stale": len(stale),
         "stuck": len(stuck),
         "deliveries": deliveries,

@@ -47,6 +47,7 @@ QUEUE_NAMES = (CONTROL, EVENTS, POLLS, NOTIFICATIONS)
 
 APPLY_JOB = "workers.jobs.apply_event"
 POLL_JOB = "workers.jobs.poll_order"
+POLL_BATCH_JOB = "workers.jobs.poll_batch"
 SWEEP_JOB = "workers.jobs.sweep"
 HEAL_JOB = "workers.jobs.poll_if_known"
 DELIVER_JOB = "workers.jobs.deliver_notifications"
@@ -149,6 +150,20 @@ def poll_job_id(provider: str, external_order_id: str) -> str:
     return f"poll-{provider}-{short_hash(provider, external_order_id)}"
 
 
+def poll_batch_job_id(provider: str, external_order_ids: list[str]) -> str:
+    """``polls-<provider>-<how many orders>-<hash of them>``: the size is read back by
+    ``Queues.queued_polls``."""
+    return f"polls-{provider}-{len(external_order_ids)}-{short_hash(provider, *external_order_ids)}"
+
+
+def orders_in(job_id: str) -> int:
+    """How many orders a job of the polls queue polls: a batch says it in its id, others one."""
+    parts = job_id.split("-")
+    if parts[0] == "polls" and len(parts) == 4 and parts[2].isdigit():
+        return int(parts[2])
+    return 1
+
+
 class Queues:
     """The project's RQ queues on one Redis connection."""
 
@@ -193,6 +208,29 @@ class Queues:
             description=f"poll {provider} order ({reason})",
             promote_scheduled=True,
         )
+
+    def enqueue_poll_batch(self, provider: str, external_order_ids: list[str], reason: str = "sweep") -> bool:
+        """Queue one job polling several orders of one provider (``workers.polls``), unless
+        the same batch is already queued or running. The sweep's polls travel this way; an
+        order's poll lock, not the job id, keeps two polls of one order apart."""
+        return self._enqueue_unique(
+            self.polls,
+            POLL_BATCH_JOB,
+            (provider, list(external_order_ids), reason),
+            poll_batch_job_id(provider, external_order_ids),
+            retry=POLL_RETRY,
+            description=f"poll {len(external_order_ids)} {provider} orders ({reason})",
+        )
+
+    def queued_polls(self, limit: int) -> int:
+        """The orders waiting in the polls queue (queued, not yet started), counted up to
+        ``limit`` (one Redis read of at most ``limit`` job ids)."""
+        total = 0
+        for job_id in self.polls.get_job_ids(0, max(limit, 1)):
+            total += orders_in(job_id)
+            if total >= limit:
+                break
+        return min(total, limit)
 
     def enqueue_sweep(self) -> bool:
         return self._enqueue_unique(self.control, SWEEP_JOB, (), SWEEP_JOB_ID, description="sweep due orders")

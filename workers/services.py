@@ -18,7 +18,6 @@ import functools
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-import requests
 from redis import Redis
 
 from config import Settings
@@ -29,6 +28,7 @@ from orders.providers import STATUS_MAPS, build_adapters, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Outcome, Store
 from workers.outages import DatabaseWatch, Patience, connect_patient
+from workers.pooling import pooled_session
 from workers.queue import Queues, connect
 
 _CURRENT: contextvars.ContextVar[Services] = contextvars.ContextVar("rampwatch_services")
@@ -110,7 +110,9 @@ def build_services(
     redis = redis or connect(settings.redis_url, timeout=redis_timeout, tls_verify=settings.redis_tls_verify)
     store = store or Store(make_engine(settings.database_url), STATUS_MAPS, poll_policies(settings))
     if adapters is None:
-        adapters = build_adapters(settings, requests.Session())
+        # One pooled keep-alive session per process, at most RAMPWATCH_POLL_CONCURRENCY
+        # requests in flight per provider (workers.pooling).
+        adapters = build_adapters(settings, pooled_session(settings.poll_concurrency))
     return Services(settings, redis, store, adapters, Queues(redis))
 
 

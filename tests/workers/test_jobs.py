@@ -32,6 +32,7 @@ def make_settings(
         redis_url=f"redis://127.0.0.1:{port}/0",
         providers={"alixpay": alix_settings(keys, base_url)},
         sweep_batch=2,
+        poll_batch=3,
         poll_lease=60,
     )
 
@@ -110,24 +111,32 @@ def test_a_failed_apply_is_retried_not_swallowed(redis: Redis, keys: Keys, tmp_p
 
 
 def test_sweep_enqueues_due_polls_once_in_bounded_batches(runtime: Services, redis: Redis) -> None:
+    """Claims of RAMPWATCH_SWEEP_BATCH (2 here) while they come back full, until the polls
+    queue holds four claims' worth (8); batches of RAMPWATCH_POLL_BATCH (3 here)."""
     clock_now = datetime.now(UTC)
-    runtime.store.apply([event("AWAITING_PAYMENT", order=f"o-{i}") for i in range(3)])
+    runtime.store.apply([event("AWAITING_PAYMENT", order=f"o-{i:02}") for i in range(11)])
     runtime.store.apply([event("SUCCESS", order="done")])
     runtime.store.clock = lambda: clock_now + timedelta(hours=1)
     from workers import jobs
 
     first = jobs.sweep()
-    second = jobs.sweep()
-    third = jobs.sweep()
-    assert (first["due"], second["due"], third["due"]) == (2, 1, 0)  # batch of 2, then leased
+    assert (first["due"], first["queued"], first["batches"]) == (8, 8, 3)  # batches of 3, 3, 2
+    assert jobs.sweep()["due"] == 0  # the queue is still deep: nothing more is claimed
     polls = Queue(POLLS, connection=redis, serializer=JSONSerializer)
-    queued = sorted(
-        tuple(Job.fetch(i, connection=redis, serializer=JSONSerializer).args) for i in polls.job_ids
-    )
-    assert queued == [("alixpay", f"o-{i}", "sweep") for i in range(3)]
-    # A poll already queued is not queued twice, even if asked again.
-    assert not runtime.queues.enqueue_poll("alixpay", "o-0")
-    assert polls.count == 3
+    seen = [Job.fetch(i, connection=redis, serializer=JSONSerializer).args for i in polls.job_ids]
+    for job_id in polls.job_ids:  # the workers take them
+        polls.remove(job_id)
+    third = jobs.sweep()
+    assert (third["due"], third["batches"]) == (3, 1)  # the rest; the first eight are leased
+    assert jobs.sweep()["due"] == 0
+    seen += [Job.fetch(i, connection=redis, serializer=JSONSerializer).args for i in polls.job_ids]
+    assert [len(ids) for _, ids, _ in seen] == [3, 3, 2, 3]
+    assert sorted(oid for _, ids, _ in seen for oid in ids) == [f"o-{i:02}" for i in range(11)]
+    assert {(provider, reason) for provider, _, reason in seen} == {("alixpay", "sweep")}
+    # A batch already queued is not queued twice, even if asked again.
+    provider, ids, _ = seen[-1]
+    assert not runtime.queues.enqueue_poll_batch(provider, ids)
+    assert polls.count == 1
 
 
 def test_exactly_one_clock_ticks(redis: Redis) -> None:
