@@ -25,6 +25,7 @@ Trust travels with the event (version 2):
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 from collections.abc import Mapping
@@ -151,8 +152,10 @@ class Event:
         return (self.provider, self.external_order_id)
 
     def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        data["details"] = dict(self.details)
+        # As dataclasses.asdict, without its recursion over every field (every callback is
+        # serialised once in the receiver's request): only ``details`` nests.
+        data = {name: getattr(self, name) for name in _FIELD_NAMES}
+        data["details"] = copy.deepcopy(dict(self.details)) if self.details else {}
         return data
 
     @classmethod
@@ -183,6 +186,9 @@ class Event:
             h.update(part.encode("utf-8", "surrogatepass"))
             h.update(b"\x00")
         return h.hexdigest()[:40]
+
+
+_FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Event))
 
 
 def _from_v1(data: Mapping[str, Any]) -> dict[str, Any]:

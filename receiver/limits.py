@@ -60,11 +60,9 @@ class UnverifiedLimiter:
     def check(self, provider: str, address: str | None) -> None:
         """Raise RateLimited when this client has used up its refusals for the window."""
         key = self._key(provider, address)
-        with self.redis.pipeline() as pipe:
-            pipe.get(key)
-            pipe.ttl(key)
-            count, ttl = pipe.execute()
+        count = self.redis.get(key)  # one command on every callback; the TTL only when refused
         if count is not None and int(count) >= self.limit:
+            ttl = self.redis.ttl(key)
             retry_after = int(ttl) if ttl and int(ttl) > 0 else self.window
             raise RateLimited(
                 f"too many refused {provider} requests from this address; retry in {retry_after}s",
