@@ -55,8 +55,14 @@ LOG_FORMATS = ("text", "json")
 # Loggers that speak per job, per dequeue or per scheduler pass: WARNING and up only.
 QUIET_LOGGERS = ("rq", "rq.worker", "rq.job", "rq.queue", "rq.scheduler", "rq.registry", "rq.cron")
 # The ids a line may carry, in the order the text format prints them.
-CONTEXT_FIELDS = ("request_id", "provider", "order_id", "job_id")
-_TEXT_NAMES = {"request_id": "request", "provider": "provider", "order_id": "order", "job_id": "job"}
+CONTEXT_FIELDS = ("request_id", "provider", "order_id", "job_id", "entry_id")
+_TEXT_NAMES = {
+    "request_id": "request",
+    "provider": "provider",
+    "order_id": "order",
+    "job_id": "job",
+    "entry_id": "entry",  # a callback stream entry (workers.stream)
+}
 
 _CONTEXT: contextvars.ContextVar[Mapping[str, str]] = contextvars.ContextVar(
     "rampwatch_log_context", default=MappingProxyType({})

@@ -59,6 +59,10 @@ COUNTERS: Mapping[str, tuple[str, tuple[str, ...]]] = {
         "Polls of a provider's order API, by outcome (applied, unchanged, failed, deferred)",
         ("provider", "outcome"),
     ),
+    "rampwatch_callbacks_dead_lettered": (
+        "Callbacks moved to the dead-letter stream (bad data, or failing past their deliveries)",
+        ("provider",),
+    ),
     "rampwatch_notifications": (
         "Attempts to deliver a partner notification, by outcome (delivered, failed, dead)",
         ("outcome",),

@@ -220,6 +220,12 @@ class Settings:
     poll_batch: int = 100
     poll_concurrency: int = 8
     poll_lease: int = 120
+    # The callback stream (workers.stream): events applied per transaction, how long an
+    # entry may stay read and unapplied before another worker takes it over, and how many
+    # deliveries it gets before it goes to the dead-letter stream.
+    stream_batch: int = 200
+    stream_claim_idle: float = 10.0
+    stream_max_deliveries: int = 5
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
     sentry_dsn: str | None = field(default=None, repr=False)  # error reporting, when set
@@ -592,6 +598,9 @@ def load_settings(
         poll_batch=r.number("RAMPWATCH_POLL_BATCH", 100, int, 1),
         poll_concurrency=r.number("RAMPWATCH_POLL_CONCURRENCY", 8, int, 1),
         poll_lease=r.duration("RAMPWATCH_POLL_LEASE", 120),
+        stream_batch=r.number("RAMPWATCH_STREAM_BATCH", 200, int, 1),
+        stream_claim_idle=r.number("RAMPWATCH_STREAM_CLAIM_IDLE", 10.0, float, 0.1),
+        stream_max_deliveries=r.number("RAMPWATCH_STREAM_MAX_DELIVERIES", 5, int, 1),
         log_level=log_level,
         log_format=r.choice("RAMPWATCH_LOG_FORMAT", LOG_FORMATS),
         sentry_dsn=r.url("SENTRY_DSN"),

@@ -4,7 +4,8 @@ The counters are the sums every process flushed to Redis (``config.metrics``): a
 web process answers for all of them. The gauges are computed at scrape time:
 
 * from Redis, in the same pipeline as the counters: each queue's depth, its
-  scheduled jobs (retries and deferred polls waiting) and its failed jobs;
+  scheduled jobs (retries and deferred polls waiting) and its failed jobs; then the
+  callback stream's entries waiting, pending and dead-lettered;
 * from the database, through the read-only engine, in one query over the open
   orders only (``status`` in the open states, read through the ``(provider, status)``
   index; the events table is never read): open orders by provider and status, stuck
@@ -40,6 +41,7 @@ from orders.models import Order
 from orders.states import NON_TERMINAL
 from orders.store import Store
 from receiver.auth import authenticate
+from workers.stream import EventStream
 
 log = logging.getLogger("rampwatch.metrics")
 
@@ -104,6 +106,27 @@ class RampwatchCollector(Collector):
             scheduled.add_metric([queue.name], rest[3 * i + 1])
             failed.add_metric([queue.name], rest[3 * i + 2])
         yield from (depth, scheduled, failed)
+        yield from self._from_stream()
+
+    def _from_stream(self) -> Iterator[Metric]:
+        """The callback stream (``workers.stream``): entries waiting, read and not yet
+        applied, and dead-lettered."""
+        try:
+            depths = EventStream(self.redis).depths()
+        except RedisError:
+            return  # the counters' pipeline has reported Redis already
+        gauge = GaugeMetricFamily(
+            "rampwatch_callback_stream",
+            "Callbacks on the stream: waiting to be read, read and not yet applied, dead-lettered",
+            labels=["state"],
+        )
+        for state, name in (
+            ("waiting", "callbacks"),
+            ("pending", "callbacks_pending"),
+            ("dead", "callbacks_dead"),
+        ):
+            gauge.add_metric([state], depths[name])
+        yield gauge
 
     def _from_database(self, up: GaugeMetricFamily) -> Iterator[Metric]:
         stmt = (

@@ -1,7 +1,8 @@
 """Provider callbacks: verify the raw body, normalise, enqueue, acknowledge.
 
 No database work happens here. The answer is 200 only once Redis has accepted
-the job; when Redis is down the answer is 503 so that the provider retries.
+the event on the callback stream (``workers.stream``: one ``XADD``); when Redis is down
+the answer is 503 so that the provider retries.
 A callback that fails verification is never queued for apply; if it names an
 order, a rate-limited healing poll of that order is queued instead (so a key
 misconfiguration heals through the provider's API instead of losing updates).
@@ -66,9 +67,9 @@ def callback(provider: str) -> Any:
         log.warning("%s callback refused: signature does not verify", provider)
         raise
     bind(order_id=event.external_order_id or event.provider_order_id)
-    job_id = deps.queues.enqueue_event(event)
+    entry = deps.stream.append(event)
     g.callback_outcome = "accepted"
-    log.info("%s callback accepted: status=%s job=%s", provider, event.provider_status, job_id)
+    log.info("%s callback accepted: status=%s entry=%s", provider, event.provider_status, entry)
     return jsonify({"status": "accepted"}), 200
 
 

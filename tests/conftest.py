@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Iterator
@@ -32,16 +33,23 @@ from devkit.alixpay.sandbox import AlixSandbox
 from devkit.changelly.sandbox import ChangellySandbox
 from devkit.fuspay.sandbox import FuspaySandbox
 from devkit.localredis import PrivateRedis
+from orders.events import Event
 from orders.migrate import upgrade
 from orders.providers.alixpay.settings import AlixPaySettings
 from orders.providers.changelly.settings import ChangellySettings
 from orders.providers.fuspay.settings import FuspaySettings
 from receiver import create_app
 from workers.services import Services, build_services
+from workers.stream import STREAM
 from workers.worker import make_worker
 
 POSTGRES_URL = os.environ.get("RAMPWATCH_TEST_POSTGRES_URL")
 DB_PARAMS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
+
+
+def queued_callbacks(redis: Redis) -> list[Event]:
+    """The callbacks waiting on the callback stream (``workers.stream``), oldest first."""
+    return [Event.from_dict(json.loads(fields[b"e"])) for _, fields in redis.xrange(STREAM)]
 
 
 @pytest.fixture(scope="session")

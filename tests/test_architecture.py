@@ -7,8 +7,9 @@ calls with a literal name:
 * ``config`` imports nothing from ``orders``, ``receiver`` or ``workers``;
 * ``orders`` imports nothing from ``receiver`` or ``workers``, and never ``flask`` or ``rq``;
 * ``workers`` never imports ``receiver``;
-* ``receiver`` imports from ``workers`` only ``workers.queue`` (to enqueue) and
-  ``workers.services`` (the one function that builds every process's collaborators);
+* ``receiver`` imports from ``workers`` only ``workers.queue`` and ``workers.stream`` (to
+  enqueue), ``workers.services`` (the one function that builds every process's
+  collaborators) and ``workers.deadletters`` (the console lists failed work as the CLI does);
 * nothing outside ``receiver/`` imports ``receiver``;
 * no product module imports ``devkit`` (it is not in the wheel), except the imports
   listed in ``DEVKIT_LOADERS``, each made inside the one function named there;
@@ -41,6 +42,7 @@ ENV_EXEMPT = {
     "devkit/supervisor.py": "the `make run` supervisor (developer machines only) copies the "
     "environment and adds settings for the child processes it starts",
 }
+RECEIVER_MAY_USE = ("workers.queue", "workers.stream", "workers.services", "workers.deadletters")
 ENV_NAMES = {"environ", "environb", "getenv", "getenvb", "putenv", "unsetenv"}
 
 
@@ -159,9 +161,9 @@ def violations(files: list[Parsed]) -> list[str]:
                 pkg == "receiver"
                 and _is(imp.module, "workers")
                 and not (imp.module == "workers" and imp.from_base)
-                and not _is(imp.module, "workers.queue", "workers.services")
+                and not _is(imp.module, *RECEIVER_MAY_USE)
             ):
-                out.append(f"{where} (receiver may use only workers.queue and workers.services)")
+                out.append(f"{where} (receiver may use only {', '.join(RECEIVER_MAY_USE)})")
             if pkg != "receiver" and _is(imp.module, "receiver"):
                 out.append(f"{where} (nothing outside receiver/ imports receiver)")
             if pkg in PRODUCT and _is(imp.module, "devkit") and (f.rel, imp.function) not in DEVKIT_LOADERS:

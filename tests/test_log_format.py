@@ -13,6 +13,7 @@ import io
 import json
 import logging
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -109,7 +110,7 @@ def test_json_lines_carry_the_ids_and_only_the_declared_fields(restore_logging: 
     out = _capture("json")
     log = logging.getLogger("rampwatch.test")
     with log_context(request_id="req-0001abcd", provider="alixpay"):
-        with log_context(order_id="o-1", job_id="event-alixpay-abc"):
+        with log_context(order_id="o-1", job_id="event-alixpay-abc", entry_id="1700000000000-0"):
             log.info("applied %s for %s", "SUCCESS", EMAIL, extra={"arguments": [{"phone": PHONE}]})
         log.warning("after the job")
     try:
@@ -120,11 +121,18 @@ def test_json_lines_carry_the_ids_and_only_the_declared_fields(restore_logging: 
     assert [line["message"] for line in lines] == ["applied SUCCESS for ***@***", "after the job", "failed"]
     first, second, third = lines
     assert set(first) == {"time", "level", "logger", "message", *CONTEXT_FIELDS}
-    assert (first["request_id"], first["provider"], first["order_id"], first["job_id"]) == (
+    assert (
+        first["request_id"],
+        first["provider"],
+        first["order_id"],
+        first["job_id"],
+        first["entry_id"],
+    ) == (
         "req-0001abcd",
         "alixpay",
         "o-1",
         "event-alixpay-abc",
+        "1700000000000-0",
     )
     assert (
         first["level"] == "INFO" and first["logger"] == "rampwatch.test" and first["time"].endswith("+00:00")
@@ -259,8 +267,8 @@ def test_a_whole_flow_logs_no_personal_data(restore_logging: None, stack: Stack,
     accepted = [x for x in lines if x["logger"] == "rampwatch.receiver" and "accepted" in x["message"]]
     assert {(x["provider"], x["order_id"]) for x in accepted} >= {("fuspay", "pii-1"), ("alixpay", "log-1")}
     assert all(len(x["request_id"]) >= 8 for x in accepted)
-    applied = [x for x in lines if x["logger"] == "rampwatch.jobs" and x["message"].startswith("applied")]
-    assert applied and all(x["job_id"].startswith("event-") and x.get("order_id") for x in applied)
+    applied = [x for x in lines if x["logger"] == "rampwatch.drain" and x["message"].startswith("applied")]
+    assert applied and all(re.fullmatch(r"\d+-\d+", x["entry_id"]) and x.get("order_id") for x in applied)
     polled = [x for x in lines if x["logger"] == "rampwatch.jobs" and x["message"].startswith("polled")]
     assert any(x["job_id"].startswith("poll-alixpay-") and x["order_id"] == "log-1" for x in polled)
     failed = [x for x in lines if "broken-job-1" in x["message"] and x["level"] == "ERROR"]

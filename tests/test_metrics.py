@@ -32,6 +32,7 @@ from orders.store import Store
 from receiver import create_app
 from receiver.metrics import render
 from workers.queue import EVENTS, QUEUE_NAMES
+from workers.stream import STREAM
 
 OPS_TOKEN = "ops-token-0123456789abcdef"
 ROOT = Path(__file__).resolve().parent.parent
@@ -199,6 +200,10 @@ def test_one_scrape_shows_what_the_web_and_the_workers_did(ops: Stack) -> None:
         "workers.jobs.apply_event", {"v": 99}, job_id="broken-1"
     )
     stack.drain()
+    # One callback dead-lettered (unreadable), one waiting on the stream.
+    stack.runtime.redis.xadd(STREAM, {b"e": b"{not json"})
+    stack.drain()
+    stack.runtime.redis.xadd(STREAM, {b"e": b"{}"})
     stack.runtime.queues.enqueue_poll("alixpay", "m-2", "sweep")
     engine = create_engine(stack.settings.database_url)
     with engine.begin() as conn:
@@ -226,6 +231,10 @@ def test_one_scrape_shows_what_the_web_and_the_workers_did(ops: Stack) -> None:
     assert value(found, "rampwatch_queue_depth", queue="polls") == 1
     assert value(found, "rampwatch_queue_depth", queue="events") == 0
     assert value(found, "rampwatch_failed_jobs", queue="events") == 1
+    assert value(found, "rampwatch_callback_stream", state="waiting") == 1
+    assert value(found, "rampwatch_callback_stream", state="pending") == 0
+    assert value(found, "rampwatch_callback_stream", state="dead") == 1
+    assert value(found, "rampwatch_callbacks_dead_lettered_total", provider="unknown") == 1
     assert value(found, "rampwatch_open_orders", provider="alixpay", status="AWAITING_PAYMENT") == 1
     assert value(found, "rampwatch_open_orders", provider="alixpay", status="SUCCESS") is None
     assert value(found, "rampwatch_stuck_orders", provider="alixpay") == 1

@@ -18,7 +18,7 @@ import pytest
 import requests
 from conftest import Stack
 from rq.job import Job, JobStatus
-from rq.registry import FailedJobRegistry, ScheduledJobRegistry
+from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 from scenarios import changelly_sell, settle_changelly
 
@@ -30,7 +30,8 @@ from orders.providers.fuspay.signing import sign, unsigned
 from orders.store import Store
 from orders.views import timeline_text
 from workers import jobs
-from workers.queue import APPLY_JOB, EVENTS, POLLS
+from workers.deadletters import DeadEvents
+from workers.queue import APPLY_JOB, POLLS
 
 FUSPAY_KEY = "pk_partner_test_0001" + "sk_partner_test_0001"
 
@@ -223,10 +224,11 @@ def test_a_callback_for_an_order_the_provider_does_not_know_fails_at_once(stack:
     )
     assert resp.status_code == 200
     stack.drain()
-    (job_id,) = FailedJobRegistry(EVENTS, connection=stack.runtime.redis).get_job_ids()
-    job = Job.fetch(job_id, connection=stack.runtime.redis, serializer=JSONSerializer)
-    assert job.get_status() == JobStatus.FAILED and job.retries_left in (0, None)
-    assert ScheduledJobRegistry(EVENTS, connection=stack.runtime.redis).count == 0
+    # Dead-lettered at once (bad data: no retry can help), not left pending for retries.
+    (letter,) = DeadEvents(stack.runtime.redis).list()
+    assert "ProviderRejected" in letter.error and "order not found" in letter.error
+    assert stack.runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 1}
+    assert stack.runtime.store.order_view("changelly", order_id) is None
 
 
 # -- 5. replays are bounded

@@ -32,7 +32,6 @@ by outcome; counting never fails a job.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 from collections.abc import Callable
@@ -45,6 +44,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.logs import bind, log_context
 from orders.errors import DataError, ProviderError
 from orders.events import Event
+from workers.drain import after_apply, prepare
 from workers.notify import Deliverer
 from workers.outages import database_unavailable
 from workers.polls import hand_out
@@ -99,7 +99,9 @@ def _outage() -> None:
 
 @job
 def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
-    """Apply one queued event (from a callback) through the single writer.
+    """Apply one queued event through the single writer: the RQ path callbacks took before
+    the callback stream (``workers.drain``), kept so that jobs queued before an upgrade, and
+    operators' requeues of them, are still applied the same way.
 
     A callback whose provider signs no status (``callbacks_are_triggers``) is
     recorded, then a poll of its order is queued (rate-limited, never dropped):
@@ -107,40 +109,11 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
     event = Event.from_dict(payload)
     bind(provider=event.provider, order_id=event.external_order_id or event.provider_order_id)
     rt = current()
-    adapter = rt.adapters.get(event.provider)
-    if event.covers is None:  # a version 1 payload: what the adapter declares
-        covers = rt.adapter(event.provider).covers.get(event.source, ())
-        event = dataclasses.replace(event, covers=covers)
-    if not event.external_order_id:
-        event = _resolve_order(rt, event)
+    event = prepare(rt, event)
     bind(order_id=event.external_order_id)
     (outcome,) = rt.store.apply([event])
-    rt.deliver_change(outcome)
-    if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
-        window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
-        rt.queues.enqueue_trigger_poll(event.provider, event.external_order_id, window)
-    log.info(
-        "applied %s %s event: %s -> %s (v%d)%s%s",
-        event.provider,
-        event.source,
-        event.provider_status,
-        outcome.decision.value,
-        outcome.version,
-        " (replay)" if outcome.replayed else "",
-        f" anomalies={','.join(outcome.anomalies)}" if outcome.anomalies else "",
-    )
+    after_apply(rt, event, outcome)
     return {"decision": outcome.decision.value, "status": outcome.status.value, "version": outcome.version}
-
-
-def _resolve_order(rt: Any, event: Event) -> Event:
-    """A callback naming only the provider's order id: find ours, in the store or by a poll."""
-    assert event.provider_order_id
-    known = rt.store.external_id_for(event.provider, event.provider_order_id)
-    if known is None:
-        known = (
-            rt.adapter(event.provider).poll("", provider_order_id=event.provider_order_id).external_order_id
-        )
-    return dataclasses.replace(event, external_order_id=known)
 
 
 @job

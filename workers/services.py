@@ -1,7 +1,7 @@
 """The collaborators of a process, built by one function for the web app, the workers and the CLI.
 
 ``build_services(settings)`` makes the Redis client, the order store, the
-adapters of the enabled providers and the queues, once per process; the web
+adapters of the enabled providers, the queues and the callback stream, once per process; the web
 app keeps them on the Flask app, a worker installs them (``Services.install``)
 so that jobs, which RQ calls by name with JSON arguments only, read them with
 ``current()``. Tests pass their own collaborators in. Nothing is built at
@@ -30,6 +30,7 @@ from orders.store import Outcome, Store
 from workers.outages import DatabaseWatch, Patience, connect_patient
 from workers.pooling import pooled_session
 from workers.queue import Queues, connect
+from workers.stream import EventStream
 
 _CURRENT: contextvars.ContextVar[Services] = contextvars.ContextVar("rampwatch_services")
 
@@ -50,8 +51,11 @@ class Services:
     queues: Queues
     database_watch: DatabaseWatch = field(default_factory=DatabaseWatch)
     metrics: Metrics = field(default=None)  # type: ignore[assignment]  # set in __post_init__
+    stream: EventStream = field(default=None)  # type: ignore[assignment]  # set in __post_init__
 
     def __post_init__(self) -> None:
+        if self.stream is None:
+            self.stream = EventStream(self.redis)
         if self.metrics is None:
             self.metrics = Metrics(self.redis)
         # Whatever applies through this store (a job, the API's creation, the CLI) is counted.

@@ -1,4 +1,5 @@
-"""The ``worker`` process: a non-forking RQ worker on the control, events, polls and notifications queues.
+"""The ``worker`` process: a non-forking RQ worker on the control, events, polls and notifications
+queues, and a consumer of the callback stream (``workers.drain``) in a thread beside it.
 
 ``SimpleWorker`` runs each job in the worker process itself (no fork per job), so
 its Services (engine pool, HTTP session, adapters) is built once and reused. On
@@ -13,6 +14,9 @@ dependencies and no job stays blocked after a crash:
 * a companion thread (``Custodian``) says every ``BEAT`` seconds that the worker is
   alive, hands the jobs of dead workers back to RQ (``workers.liveness``) and keeps a
   scheduler of delayed jobs running (``workers.scheduler``, a thread of the worker);
+* a ``Drainer`` thread applies the callback stream in batches; a stop request lets it
+  finish and acknowledge the batch in hand before the process exits (a burst worker
+  drains the stream first, in its own thread, then works the queues);
 * if RQ's work loop ends for any reason but a stop request ("found an unhandled
   exception, quitting..."), ``run_worker`` starts it again after a pause, so the
   process never exits on its own.
@@ -37,6 +41,7 @@ from rq.serializers import JSONSerializer
 
 from config.logs import quiet_level
 from workers import liveness
+from workers.drain import Drainer
 from workers.outages import patience_of
 from workers.queue import QUEUE_NAMES
 from workers.scheduler import ThreadScheduler
@@ -49,6 +54,7 @@ log = logging.getLogger("rampwatch.worker")
 # instead of RQ's ten, for expired entries the custodian did not reclaim first.
 WORKER_TTL = 45
 MAINTENANCE_INTERVAL = 30
+DRAIN_STOP_WAIT = 25.0  # seconds a stop waits for the batch in hand (Heroku kills 30 s after SIGTERM)
 RESTART_BACKOFF_CAP = 30.0  # seconds between two restarts of a work loop that keeps failing
 
 
@@ -109,6 +115,9 @@ class RampwatchWorker(SimpleWorker):
         self.runtime = runtime
         self.patience = patience_of(runtime.redis)
         self.custodian: Custodian | None = None
+        self.drainer = Drainer(runtime, self.name)
+        self._drain_thread: threading.Thread | None = None
+        self._bursting = False
 
     @property
     def stopping(self) -> bool:
@@ -118,7 +127,9 @@ class RampwatchWorker(SimpleWorker):
     def work(self, *args: Any, **kwargs: Any) -> bool:
         # RQ sets its loggers to the level it is given here: never below WARNING.
         kwargs["logging_level"] = logging.getLevelName(quiet_level(kwargs.get("logging_level") or "INFO"))
-        return super().work(*args, **kwargs)
+        self._bursting = bool(kwargs.get("burst") or (args and args[0]))
+        drained = self.drainer.drain() if self._bursting else 0
+        return super().work(*args, **kwargs) or drained > 0
 
     def bootstrap(self, *args: Any, **kwargs: Any) -> None:
         super().bootstrap(*args, **kwargs)
@@ -126,6 +137,11 @@ class RampwatchWorker(SimpleWorker):
         log.info("worker %s: started, listening on %s", self.name, ", ".join(q.name for q in self.queues))
         self.custodian = Custodian(self)
         self.custodian.start()
+        if not self._bursting:
+            self._drain_thread = threading.Thread(
+                target=self.drainer.run, name=f"drainer-{self.name}", daemon=True
+            )
+            self._drain_thread.start()
 
     def _start_scheduler(
         self,
@@ -155,6 +171,7 @@ class RampwatchWorker(SimpleWorker):
             super().stop_scheduler()
 
     def request_stop(self, signum: int, frame: Any) -> None:
+        self.drainer.stop()  # it finishes and acknowledges the batch in hand
         if self.patience is not None:
             self.patience.stop.set()  # from now on, Redis calls fail instead of waiting
         super().request_stop(signum, frame)
@@ -183,6 +200,7 @@ class RampwatchWorker(SimpleWorker):
             except RedisError:
                 pass
         finally:
+            self._stop_draining()
             log.info("worker %s: stopped", self.name)
             if self.custodian is not None:
                 self.custodian.stop()
@@ -190,6 +208,14 @@ class RampwatchWorker(SimpleWorker):
                     liveness.forget(self.connection, self.name)
                 except RedisError:
                     pass  # it expires in ALIVE_TTL
+
+    def _stop_draining(self) -> None:
+        self.drainer.stop()
+        thread = self._drain_thread
+        if thread is not None and thread.is_alive() and threading.current_thread() is not thread:
+            thread.join(timeout=DRAIN_STOP_WAIT)
+            if thread.is_alive():
+                log.warning("worker %s: the drainer's batch outlived the stop", self.name)
 
 
 def make_worker(runtime: Services, name: str | None = None) -> RampwatchWorker:

@@ -15,4 +15,5 @@ def test_every_hostile_case_gets_a_4xx_with_a_json_reason(stack: Stack) -> None:
             status, code = answer.split(" ", 1)
             assert 400 <= int(status) < 500 and code != "not JSON", (row[0], answer)
     assert not stack.runtime.queues.events.count  # nothing unverified was queued
+    assert stack.runtime.stream.depths()["callbacks"] == 0
     assert "| case" in render(rows)

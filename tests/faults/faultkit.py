@@ -222,6 +222,7 @@ def fault_stack(
         "RAMPWATCH_LOG_LEVEL": "INFO",
         "RAMPWATCH_SWEEP_INTERVAL": "1",
         "RAMPWATCH_POLL_LEASE": "5s",
+        "RAMPWATCH_STREAM_CLAIM_IDLE": "2",
         "ALIXPAY_POLL_BACKOFF": "1s,2s",
         "FUSPAY_POLL_BACKOFF": "1s,2s",
         "CHANGELLY_POLL_BACKOFF": "1s,2s",

@@ -17,13 +17,15 @@ import requests
 from conftest import Keys
 from faultkit import Faults, fault_stack, wait_for
 from scenarios import alixpay_sell
-from sqlalchemy import create_engine
+from sqlalchemy import create_engine, select
 
 from devkit.alixpay.sandbox import AlixSandbox
 from devkit.changelly.sandbox import ChangellySandbox
 from devkit.fuspay.sandbox import FuspaySandbox
 from devkit.kit import compact
+from orders.models import EventRecord, Order
 from workers.queue import Queues, poll_job_id
+from workers.stream import EventStream
 
 
 @pytest.fixture
@@ -47,19 +49,20 @@ def registered(faults: Faults, name: str) -> None:
     wait_for(f"worker {name} registered", lambda: faults.redis.exists(f"rq:worker:{name}") == 1, 20)
 
 
-def started_apply(faults: Faults) -> str:
-    """The id of the apply job a worker has started (from RQ's started registry)."""
-    found: list[str] = []
-
-    def running() -> bool:
-        found[:] = [m.decode().split(":")[0] for m in faults.redis.zrange("rq:wip:events", 0, -1)]
-        return bool(found) and faults.job_status(found[0]) == "started"
-
-    wait_for("an apply job running", running, 20, every=0.05)
-    return found[0]
+def read_by_a_consumer(faults: Faults) -> None:
+    """Wait until a worker has read a callback from the stream (pending, not applied)."""
+    wait_for(
+        "a callback read by a worker",
+        lambda: EventStream(faults.redis).depths()["callbacks_pending"] == 1,
+        20,
+        every=0.05,
+    )
 
 
-def test_a_callback_left_started_by_a_killed_worker_is_requeued_when_posted_again(faults: Faults) -> None:
+def test_a_callback_read_by_a_killed_worker_is_taken_over_and_applied_once(faults: Faults) -> None:
+    """w1 reads the callback and is SIGKILLed mid-apply (it waits on SQLite's write lock):
+    the entry stays pending; w2 takes it over after RAMPWATCH_STREAM_CLAIM_IDLE and applies
+    it once. AliX's identical redelivery meanwhile is accepted and recorded as nothing."""
     create(faults, ["k1"])
     w1 = faults.worker("w1")
     registered(faults, "w1")
@@ -69,26 +72,39 @@ def test_a_callback_left_started_by_a_killed_worker_is_requeued_when_posted_agai
         faults.sandbox.advance("k1", "SUCCESS")
         assert faults.sandbox.wait_idle(10)
         assert [d[2] for d in faults.sandbox.deliveries] == [200]
-        job_id = started_apply(faults)
+        read_by_a_consumer(faults)
         time.sleep(0.3)
         w1.kill()  # mid-apply
         conn.exec_driver_sql("ROLLBACK")
     outside.dispose()
-    assert faults.job_status(job_id) == "started"  # as far as RQ knows, it still runs
-    wait_for("the killed worker's presence gone", lambda: not faults.alive("w1"), 15)
+    assert EventStream(faults.redis).depths()["callbacks_pending"] == 1  # nobody acknowledged it
 
-    # AliX sends the identical IPN again: it must not be swallowed as "already accepted".
+    # AliX sends the identical IPN again: accepted (durably queued) like any other.
     ipn = compact(faults.sandbox.signed_order("k1"))
     resp = requests.post(
         f"{faults.base}/webhooks/alixpay", data=ipn, headers={"Content-Type": "application/json"}, timeout=10
     )
     assert resp.status_code == 200, resp.text
-    assert faults.job_status(job_id) == "queued"
 
     faults.worker("w2")
     wait_for(
         "the callback applied by another worker", lambda: faults.status("alixpay", "k1") == "SUCCESS", 30
     )
+    wait_for(
+        "every entry settled",
+        lambda: (
+            EventStream(faults.redis).depths()
+            == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
+        ),
+        30,
+    )
+    with faults.runtime.store.sessions() as s:
+        applied = s.scalars(
+            select(EventRecord.decision)
+            .join(Order)
+            .where(Order.external_order_id == "k1", EventRecord.source == "callback")
+        ).all()
+    assert applied.count("applied") == 1  # exactly once, whatever was delivered twice
     assert faults.fleet.exited() == []
 
 

@@ -29,6 +29,7 @@ from orders.providers import STATUS_MAPS, build_adapters
 from orders.store import Store
 from receiver import WEB_DATABASE_WAIT, create_app
 from workers.queue import EVENTS, POLLS
+from workers.stream import STREAM
 
 TOKEN = "bounds-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -99,7 +100,7 @@ def test_a_forged_callback_naming_an_id_with_nul_queues_no_healing_poll(
     }
     resp = client.post("/webhooks/alixpay", data=json.dumps(body), content_type="application/json")
     assert resp.status_code == 400
-    assert jobs(redis, POLLS) == [] and jobs(redis, EVENTS) == []
+    assert jobs(redis, POLLS) == [] and jobs(redis, EVENTS) == [] and redis.xlen(STREAM) == 0
 
 
 def outage_urls(tmp_path: Path) -> dict[str, str]:

@@ -25,8 +25,6 @@ import pytest
 import requests
 from conftest import WEBHOOK_SECRET, Keys, alix_env
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 from scenarios import alixpay_sell
 
 from devkit.localredis import PrivateRedis, free_port
@@ -35,7 +33,7 @@ from orders.migrate import upgrade
 from orders.providers.alixpay import signing
 from receiver import WEB_DATABASE_WAIT
 from receiver.body import BODY_IDLE_TIMEOUT
-from workers.queue import EVENTS
+from workers.stream import STREAM
 
 ROOT = Path(__file__).resolve().parents[2]
 TOKEN = "gunicorn-token-0123456789"
@@ -147,7 +145,8 @@ def timed(call: Callable[[], requests.Response]) -> tuple[requests.Response, flo
 
 
 def queued(redis: Redis) -> int:
-    return len(Queue(EVENTS, connection=redis, serializer=JSONSerializer).job_ids)
+    """Callbacks queued for apply: entries of the callback stream."""
+    return int(redis.xlen(STREAM))
 
 
 def read_answer(sock: socket.socket, timeout: float) -> bytes:

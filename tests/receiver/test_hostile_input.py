@@ -23,6 +23,7 @@ from conftest import (
     alix_settings,
     changelly_settings,
     fuspay_settings,
+    queued_callbacks,
 )
 from flask.testing import FlaskClient
 from redis import Redis
@@ -41,7 +42,7 @@ from orders.providers.jsformat import js_stringify
 from orders.providers.payload import MAX_DEPTH
 from orders.store import Store
 from receiver import create_app
-from workers.queue import EVENTS, POLLS
+from workers.queue import POLLS
 
 TOKEN = "hostile-token-0123456789"
 JSON = "application/json"
@@ -289,7 +290,7 @@ def test_hostile_callback(
     provider, body, headers, status, code = WEBHOOK_CASES[case](keys)
     resp = webhook_client.post(f"/webhooks/{provider}", data=body, content_type=JSON, headers=headers)
     assert_refused_quietly(resp, status, code, caplog)
-    assert jobs(redis, EVENTS) == []
+    assert queued_callbacks(redis) == []
     if status == 400:  # unreadable: not even a healing poll
         assert jobs(redis, POLLS) == []
 
@@ -309,7 +310,7 @@ def test_hostile_create_body(
     # Nothing was recorded: the order is unknown.
     view = api_client.get("/api/orders/alixpay/api-hostile-1", headers={"Authorization": f"Bearer {TOKEN}"})
     assert view.status_code == 404
-    assert jobs(redis, EVENTS) == [] and jobs(redis, POLLS) == []
+    assert queued_callbacks(redis) == [] and jobs(redis, POLLS) == []
 
 
 def test_the_depth_limit_is_exact(webhook_client: FlaskClient, keys: Keys) -> None:
@@ -333,7 +334,7 @@ def test_fuspay_signs_huge_integers_as_javascript_does(webhook_client: FlaskClie
     raw = json.dumps({**body, "signature": signature}).encode()
     resp = webhook_client.post("/webhooks/fuspay", data=raw, content_type=JSON)
     assert resp.status_code == 200, resp.get_json()
-    assert len(jobs(redis, EVENTS)) == 1
+    assert len(queued_callbacks(redis)) == 1
 
 
 def test_a_signed_amount_is_read_as_the_signature_covers_it(
@@ -349,6 +350,5 @@ def test_a_signed_amount_is_read_as_the_signature_covers_it(
     raw = json.dumps(body).replace("9007199254740992", "9007199254740993").encode()
     resp = webhook_client.post("/webhooks/alixpay", data=raw, content_type=JSON)
     assert resp.status_code == 200, resp.get_json()
-    (job_id,) = jobs(redis, EVENTS)
-    job = Queue(EVENTS, connection=redis, serializer=JSONSerializer).fetch_job(job_id)
-    assert job.args[0]["fiat_amount"] == "9007199254740992"
+    (event,) = queued_callbacks(redis)
+    assert event.fiat_amount == "9007199254740992"

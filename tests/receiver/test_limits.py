@@ -15,8 +15,6 @@ import pytest
 from conftest import FUSPAY_PUBLIC, FUSPAY_SECRET, WEBHOOK_SECRET, Keys, alix_settings, fuspay_settings
 from flask.testing import FlaskClient
 from redis import Redis
-from rq import Queue
-from rq.serializers import JSONSerializer
 from werkzeug.test import TestResponse
 
 from config import ConfigError, Settings
@@ -26,7 +24,8 @@ from orders.providers.alixpay import signing
 from orders.providers.fuspay import signing as fuspay_signing
 from orders.store import Store
 from receiver import create_app
-from workers.queue import EVENTS, connect
+from workers.queue import connect
+from workers.stream import STREAM
 
 PEER = "192.0.2.10"  # what the WSGI server saw: the client, or the last proxy
 
@@ -88,7 +87,8 @@ def post(client: FlaskClient, provider: str, body: bytes, addr: str = PEER, **he
 
 
 def queued(redis: Redis) -> int:
-    return len(Queue(EVENTS, connection=redis, serializer=JSONSerializer).job_ids)
+    """Callbacks queued for apply: entries of the callback stream."""
+    return int(redis.xlen(STREAM))
 
 
 # ------------------------------------------------------------------ rate limit

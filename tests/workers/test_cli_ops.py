@@ -188,7 +188,7 @@ def test_notifications_list_and_redeliver_a_dead_one(
 
 def test_an_event_payload_stays_an_event(tmp_path: Path) -> None:
     # the dlq summary reads the event contract's own field names
-    from workers.cli.dlq import EVENT_FIELDS, summarise
+    from workers.deadletters import EVENT_FIELDS, summarise
 
     fields = set(Event.__dataclass_fields__)
     assert set(EVENT_FIELDS) <= fields

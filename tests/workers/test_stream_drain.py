@@ -1,0 +1,291 @@
+"""The callback stream (``workers.stream``) and its consumers (``workers.drain``): real Redis,
+real store (SQLite, and PostgreSQL when configured), real workers.
+
+What the RQ job per callback gave must still hold: exactly once under re-delivery, a crashed
+consumer's entries taken over, a poisoned event isolated and dead-lettered, a database
+outage counting against nothing, the stream trimmed of acknowledged entries only."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import Keys, alix_env
+from dbfaults import poisoned
+from redis import Redis
+from sqlalchemy import func, select
+
+from orders.events import Event
+from orders.models import EventRecord
+from workers.deadletters import DeadEvents, sources
+from workers.drain import Drainer
+from workers.services import Services, build_services
+from workers.stream import DEAD, STREAM
+from workers.worker import make_worker
+
+sys.path.insert(0, str(Path(__file__).parent))
+from test_jobs import event, make_settings
+
+
+@pytest.fixture
+def runtime(database_url: str, redis: Redis, keys: Keys):
+    settings = dataclasses.replace(
+        make_settings(database_url, redis, keys),
+        stream_claim_idle=0.2,
+        stream_max_deliveries=3,
+        stream_batch=50,
+    )
+    rt = build_services(settings, redis=redis)
+    token = rt.install()
+    yield rt
+    token.var.reset(token)
+    rt.store.engine.dispose()
+
+
+def lifecycle(order: str) -> list[Event]:
+    return [event(s, order=order) for s in ("AWAITING_PAYMENT", "PAYMENT_COMPLETED", "SUCCESS")]
+
+
+def applied_rows(rt: Services) -> int:
+    with rt.store.sessions() as s:
+        return s.scalar(
+            select(func.count()).select_from(EventRecord).where(EventRecord.decision == "applied")
+        )
+
+
+def event_rows(rt: Services) -> int:
+    with rt.store.sessions() as s:
+        return s.scalar(select(func.count()).select_from(EventRecord))
+
+
+def test_a_batch_is_applied_in_one_pass_and_trimmed(runtime: Services, redis: Redis) -> None:
+    events = [e for i in range(20) for e in lifecycle(f"b-{i}")]
+    runtime.stream.append_many(events)
+    assert redis.xlen(STREAM) == 60
+    drainer = Drainer(runtime, "c1")
+    assert drainer.drain_once(block_ms=None) == 50  # one batch: RAMPWATCH_STREAM_BATCH
+    assert drainer.drain_once(block_ms=None) == 10
+    assert drainer.drain_once(block_ms=None) is None
+    assert applied_rows(runtime) == 60
+    assert runtime.store.order_view("alixpay", "b-7").status == "SUCCESS"
+    # Acknowledged entries are deleted: nothing waits, nothing is pending.
+    assert redis.xlen(STREAM) == 0
+    assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
+
+
+def test_an_entry_read_by_a_consumer_that_died_is_taken_over_and_applied_once(
+    runtime: Services, redis: Redis
+) -> None:
+    runtime.stream.append_many(lifecycle("crash-1"))
+    # A consumer reads the batch and stalls (dies, as far as anyone can tell) before applying it.
+    in_hand = runtime.stream.read("stalled", 10)
+    assert len(in_hand) == 3 and runtime.stream.depths()["callbacks_pending"] == 3
+    survivor = Drainer(runtime, "survivor")
+    assert survivor.drain_once(block_ms=None) is None  # not idle long enough yet: not taken
+    time.sleep(0.3)
+    assert survivor.drain() == 3
+    assert applied_rows(runtime) == 3
+    # The stalled consumer wakes up and applies what it had in hand: the store's dedup
+    # makes it a no-op (exactly once), and its late acknowledgement harms nothing.
+    assert Drainer(runtime, "stalled").settle(in_hand) == 3
+    assert applied_rows(runtime) == 3 and event_rows(runtime) == 3
+    assert runtime.stream.read("stalled", 10) == []
+    assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
+
+
+def test_re_delivery_of_an_applied_entry_changes_nothing(runtime: Services, redis: Redis) -> None:
+    runtime.stream.append_many(lifecycle("twice"))
+    entries = runtime.stream.read("a", 10)
+    drainer = Drainer(runtime, "a")
+    assert drainer.settle(entries) == 3
+    first = runtime.store.order_view("alixpay", "twice").version
+    # The same entries applied again (a consumer that was taken over mid-batch acks late).
+    assert drainer.settle(entries) == 3
+    order = runtime.store.order_view("alixpay", "twice")
+    assert order.status == "SUCCESS" and order.version == first
+    assert applied_rows(runtime) == 3
+    assert sorted(e.decision for e in order.events) == ["applied", "applied", "applied"]
+
+
+def test_a_poisoned_event_does_not_fail_its_neighbours_and_is_dead_lettered(
+    runtime: Services, redis: Redis
+) -> None:
+    neighbours = [e for i in range(5) for e in lifecycle(f"n-{i}")]
+    runtime.stream.append_many([*neighbours[:7], event("POISON", order="p-1"), *neighbours[7:]])
+    drainer = Drainer(runtime, "c1")
+    with poisoned(runtime.store.engine, '"POISON"'):  # the database refuses to record it
+        assert drainer.drain_once(block_ms=None) == 15  # the batch failed; one by one, 15 of 16 applied
+        assert applied_rows(runtime) == 15
+        assert runtime.stream.depths()["callbacks_pending"] == 1
+        # Retried after the claim's idle time until max_deliveries (3), then dead-lettered.
+        deadline = time.monotonic() + 10
+        while redis.xlen(DEAD) == 0 and time.monotonic() < deadline:
+            drainer.drain_once(block_ms=100)
+    assert redis.xlen(DEAD) == 1
+    assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 1}
+    (letter,) = DeadEvents(redis).list()
+    assert letter.source == f"stream:{STREAM}"
+    assert "provider_status=POISON" in letter.args and "p-1" in letter.args
+    assert "raw_body" not in letter.args and "delivered 3 times" in letter.error
+    assert any(s.name == letter.source for s in sources(redis))  # listed beside RQ's failed jobs
+    # Fixed (the trigger is gone), then requeued by an operator: applied.
+    assert DeadEvents(redis).requeue(letter.id)
+    assert redis.xlen(DEAD) == 0
+    drainer.drain()
+    assert runtime.store.order_view("alixpay", "p-1") is not None
+    assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
+
+
+def test_bad_data_is_dead_lettered_at_once(runtime: Services, redis: Redis) -> None:
+    good = lifecycle("fine")
+    redis.xadd(STREAM, {b"e": json.dumps({**event("SUCCESS").to_dict(), "v": 99}).encode()})
+    redis.xadd(STREAM, {b"e": b"{not json"})
+    runtime.stream.append_many(good)
+    assert Drainer(runtime, "c1").drain() == 5
+    assert applied_rows(runtime) == 3
+    letters = DeadEvents(redis).list()
+    assert len(letters) == 2
+    assert any("unsupported event version" in letter.error for letter in letters)
+
+
+def test_a_database_outage_counts_against_no_delivery(redis: Redis, keys: Keys, tmp_path: Path) -> None:
+    """SQLite's write lock held outside makes every apply fail as an outage (PostgreSQL's
+    outages: tests/faults)."""
+    import sqlite3
+
+    from orders.db import make_engine
+    from orders.migrate import upgrade
+    from orders.providers import STATUS_MAPS
+    from orders.store import Store
+
+    database_url = f"sqlite:///{tmp_path / 'outage.sqlite3'}"
+    upgrade(database_url)
+    settings = dataclasses.replace(
+        make_settings(database_url, redis, keys), stream_claim_idle=0.2, stream_max_deliveries=3
+    )
+    store = Store(make_engine(database_url, wait=0.2), STATUS_MAPS, {})
+    rt = build_services(settings, redis=redis, store=store)
+    rt.stream.append_many(lifecycle("outage"))
+    held = sqlite3.connect(database_url.removeprefix("sqlite:///"), timeout=0)
+    held.execute("BEGIN EXCLUSIVE")
+    drainer = Drainer(rt, "c1")
+    for _ in range(5):  # more deliveries than max_deliveries (3), all while the database is locked
+        rt.database_watch._down.clear()  # as if it answered a ping, then failed the batch
+        assert drainer.drain_once(block_ms=None) == 0
+        assert rt.database_watch.is_down
+    assert redis.xlen(DEAD) == 0
+    held.rollback()
+    held.close()
+    assert drainer.drain() == 3  # waits for the database, then takes the entries back at once
+    assert applied_rows(rt) == 3
+    assert rt.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
+    store.engine.dispose()
+
+
+def test_overlapping_batches_of_two_consumers_neither_deadlock_nor_double_apply(
+    runtime: Services, redis: Redis
+) -> None:
+    """Two consumers apply batches naming the same orders at the same time: rows are
+    locked in key order, so neither deadlocks, and each event is recorded once."""
+    import random
+    import threading
+
+    events = [e for i in range(40) for e in lifecycle(f"x-{i}")]
+    random.Random(7).shuffle(events)
+    runtime.stream.append_many(events + events[::-1])  # every event twice, in two orders
+    errors: list[BaseException] = []
+
+    def consume(name: str) -> None:
+        try:
+            Drainer(runtime, name).drain()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=consume, args=(f"c{i}",)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert errors == []
+    # Each distinct event recorded once (applied, or stale when it came after a later
+    # state), its second delivery counted on the same record.
+    assert event_rows(runtime) == 120
+    assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
+    assert {runtime.store.order_view("alixpay", f"x-{i}").status for i in range(40)} == {"SUCCESS"}
+
+
+def test_a_burst_worker_drains_the_stream_and_runs_the_jobs_it_queues(runtime: Services) -> None:
+    runtime.stream.append_many(lifecycle("burst"))
+    assert make_worker(runtime).work(burst=True)
+    assert runtime.store.order_view("alixpay", "burst").status == "SUCCESS"
+
+
+def test_requeued_rq_apply_jobs_from_before_the_stream_are_still_applied(runtime: Services) -> None:
+    runtime.queues.enqueue_event(event("SUCCESS", order="legacy"))
+    make_worker(runtime).work(burst=True)
+    assert runtime.store.order_view("alixpay", "legacy").status == "SUCCESS"
+
+
+def worker_env(database_url: str, redis: Redis, keys: Keys) -> dict[str, str]:
+    port = redis.connection_pool.connection_kwargs["port"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("RAMPWATCH_", "ALIXPAY_", "DATABASE_"))}
+    env.update(alix_env(keys, "http://127.0.0.1:9"))
+    env.update(
+        DATABASE_URL=database_url, REDIS_URL=f"redis://127.0.0.1:{port}/0", RAMPWATCH_STREAM_BATCH="20"
+    )
+    return env
+
+
+def test_sigterm_finishes_and_acknowledges_the_batch_in_hand(
+    runtime: Services, redis: Redis, keys: Keys, database_url: str
+) -> None:
+    """A real worker process with a backlog is told to stop mid-drain: it exits, and what it
+    had read is applied and acknowledged (nothing left pending for a takeover)."""
+    runtime.stream.append_many([e for i in range(300) for e in lifecycle(f"t-{i}")])
+    rampwatch = Path(sys.executable).with_name("rampwatch")
+    proc = subprocess.Popen(
+        [str(rampwatch), "worker"],
+        env=worker_env(database_url, redis, keys),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while applied_rows(runtime) < 60 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()[-2000:]
+    depths = runtime.stream.depths()
+    assert depths["callbacks_pending"] == 0, depths  # the batch in hand was acknowledged
+    applied = applied_rows(runtime)
+    assert 60 <= applied < 900 and applied + depths["callbacks"] == 900
+
+
+def test_the_cli_lists_and_requeues_dead_callbacks_beside_failed_jobs(
+    runtime: Services, redis: Redis, database_url: str, tmp_path: Path
+) -> None:
+    from cli_support import base_env, run
+
+    runtime.stream.append(event("SUCCESS", order="dead-1"))
+    entry = runtime.stream.read("c1", 1)[0]
+    runtime.stream.dead_letter(entry, "BadEventPayload: refused")
+    env = base_env(database_url, redis)
+    (letter,) = json.loads(run(["dlq", "list", "--json"], env, tmp_path).stdout)["dead_letters"]
+    assert letter["source"] == f"stream:{STREAM}" and letter["error"] == "BadEventPayload: refused"
+    assert "external_order_id=dead-1" in letter["args"] and "raw_body" not in letter["args"]
+    done = run(["dlq", "requeue", letter["id"]], env, tmp_path)
+    assert done.stdout.strip() == f"requeued stream:{STREAM} {letter['id']}"
+    assert redis.xlen(DEAD) == 0 and redis.xlen(STREAM) == 1
+    Drainer(runtime, "c1").drain()
+    assert runtime.store.order_view("alixpay", "dead-1").status == "SUCCESS"

@@ -1,0 +1,261 @@
+"""The callback stream's consumer: read a batch, apply it in one transaction, acknowledge it.
+
+Each worker process runs one ``Drainer`` in a thread beside its RQ work loop
+(``workers.worker``), as consumer ``<worker name>`` of the stream's group. Why a thread
+of the worker and not an RQ job woken by the receiver: a job per burst would pay RQ's
+bookkeeping again and add a wake-up's latency to every quiet period's first callback,
+while a blocking ``XREADGROUP`` costs nothing while idle and answers within a round
+trip; and one Procfile ``worker`` line still runs everything a worker does.
+
+A pass (``drain_once``):
+
+1. take over entries pending longer than ``claim_idle`` (a dead consumer's, a failed
+   apply's), at most every ``claim_idle / 2`` seconds; else read new ones, waiting up to
+   ``block`` for the first;
+2. prepare each event (what its signature covers, our order id when the callback names
+   only the provider's); an event that is bad data goes to the dead-letter stream;
+3. apply the batch in one ``Store.apply`` transaction, then acknowledge it (``XACK`` +
+   ``XDEL``); queue notifications' deliveries and the polls of callbacks that are triggers;
+4. if the batch fails, apply it event by event: a poisoned event cannot fail its
+   neighbours. One that fails as bad data is dead-lettered at once; one that fails
+   otherwise stays pending, is taken over again after ``claim_idle``, and is
+   dead-lettered after ``max_deliveries``. A database outage counts against nothing: the
+   entries are given back uncounted and the drainer waits for the database.
+
+SIGTERM (``stop``) lets the batch in hand finish and be acknowledged; what is read and not
+applied when the process dies is taken over by another worker. The store's dedup (one
+applied row per dedup key) makes every re-delivery harmless: exactly once.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy.exc import SQLAlchemyError
+
+from config.logs import bind, log_context
+from orders.errors import DataError
+from orders.events import Event
+from orders.store import Outcome
+from workers.outages import database_unavailable
+from workers.services import Services
+from workers.stream import Entry, EventStream
+
+log = logging.getLogger("rampwatch.drain")
+
+BLOCK_MS = 1000  # the longest a read waits for a first entry (and a stop waits on a read)
+
+
+class Drainer:
+    """One consumer of the callback stream (see the module docstring)."""
+
+    def __init__(self, runtime: Services, consumer: str, *, block_ms: int = BLOCK_MS):
+        settings = runtime.settings
+        self.rt = runtime
+        self.stream: EventStream = runtime.stream
+        self.consumer = consumer
+        self.batch = settings.stream_batch
+        self.claim_idle_ms = int(settings.stream_claim_idle * 1000)
+        self.max_deliveries = settings.stream_max_deliveries
+        self.block_ms = block_ms
+        self._next_claim = 0.0
+        self._stop = threading.Event()
+
+    # ------------------------------------------------------------------ the loop
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self) -> None:
+        """Drain until ``stop``: the thread's body. Redis or database trouble is waited out."""
+        delay = 0.5
+        while not self.stopping:
+            try:
+                self.drain_once(block_ms=self.block_ms)
+                delay = 0.5
+            except RedisError as exc:
+                if self.stopping:
+                    break
+                log.warning("drainer %s: redis unavailable (%s)", self.consumer, type(exc).__name__)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+            except Exception:
+                log.exception("drainer %s: a pass failed", self.consumer)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10.0)
+
+    def drain(self, *, until: Callable[[], bool] = lambda: False) -> int:
+        """Drain what is there now, without waiting (burst workers, tests); how many applied."""
+        done = 0
+        self._next_claim = 0.0
+        while not until():
+            n = self.drain_once(block_ms=None)
+            if n is None:
+                break
+            done += n
+        return done
+
+    def drain_once(self, block_ms: int | None) -> int | None:
+        """One pass; how many entries were settled (applied or dead-lettered), None when
+        there was nothing to read."""
+        watch = self.rt.database_watch
+        if watch.is_down and not watch.wait_until_up(self.rt.store.engine, stopping=lambda: self.stopping):
+            return 0
+        entries = self._claim()
+        if not entries:
+            entries = self.stream.read(self.consumer, self.batch, block_ms)
+        if not entries:
+            return None
+        return self.settle(entries)
+
+    def _claim(self) -> list[Entry]:
+        now = time.monotonic()
+        if now < self._next_claim:
+            return []
+        entries = self.stream.claim(self.consumer, self.claim_idle_ms, self.batch)
+        # Claim again soon while there is a backlog of abandoned entries, else in a while.
+        self._next_claim = now if len(entries) == self.batch else now + self.claim_idle_ms / 2000
+        return entries
+
+    # ------------------------------------------------------------------ one batch
+
+    def settle(self, entries: list[Entry]) -> int:
+        """Apply ``entries`` (one transaction, else one by one) and acknowledge what is done."""
+        ready: list[tuple[Entry, Event]] = []
+        settled = 0
+        for entry in entries:
+            if entry.deliveries > self.max_deliveries:
+                self._dead(entry, f"delivered {entry.deliveries - 1} times without being applied")
+                settled += 1
+                continue
+            try:
+                ready.append((entry, prepare(self.rt, entry.event())))
+            except DataError as exc:
+                self._dead(entry, f"{type(exc).__name__}: {exc}")
+                settled += 1
+            except Exception as exc:  # e.g. the provider's API down while resolving our id
+                log.warning("callback %s could not be prepared (%s); it will be retried", entry.id, exc)
+        if not ready:
+            return settled
+        try:
+            outcomes = self.rt.store.apply([event for _, event in ready])
+        except Exception as exc:
+            if _outage(exc):
+                self._outage(entry for entry, _ in ready)
+                return settled
+            log.warning("a batch of %d callbacks failed (%s); applying them one by one", len(ready), exc)
+            return settled + self._one_by_one(ready)
+        self.stream.ack([entry.id for entry, _ in ready])
+        for (entry, event), outcome in zip(ready, outcomes, strict=True):
+            after_apply(self.rt, event, outcome, entry.id)
+        return settled + len(ready)
+
+    def _one_by_one(self, ready: list[tuple[Entry, Event]]) -> int:
+        settled = 0
+        for index, (entry, event) in enumerate(ready):
+            try:
+                (outcome,) = self.rt.store.apply([event])
+            except DataError as exc:
+                self._dead(entry, f"{type(exc).__name__}: {exc}")
+                settled += 1
+                continue
+            except Exception as exc:
+                if _outage(exc):
+                    self._outage(e for e, _ in ready[index:])
+                    return settled
+                # Left pending: taken over again after claim_idle, dead-lettered after max_deliveries.
+                log.warning(
+                    "callback %s failed (delivery %d of %d): %s",
+                    entry.id,
+                    entry.deliveries,
+                    self.max_deliveries,
+                    exc,
+                )
+                continue
+            self.stream.ack([entry.id])
+            after_apply(self.rt, event, outcome, entry.id)
+            settled += 1
+        return settled
+
+    def _dead(self, entry: Entry, error: str) -> None:
+        dead_id = self.stream.dead_letter(entry, error)
+        self.rt.metrics.inc("rampwatch_callbacks_dead_lettered", provider=_provider_of(entry))
+        log.error("callback %s dead-lettered as %s: %s", entry.id, dead_id, error)
+
+    def _outage(self, entries: Any) -> None:
+        """The database is down: these deliveries do not count, and the drainer waits for it."""
+        for entry in entries:
+            self.stream.give_back(self.consumer, entry, self.claim_idle_ms)
+        self.rt.database_watch.note_down()
+        self._next_claim = 0.0
+
+
+def _provider_of(entry: Entry) -> str:
+    try:
+        return str(json.loads(entry.payload or b"{}").get("provider") or "unknown")
+    except (ValueError, AttributeError):
+        return "unknown"
+
+
+def _outage(exc: BaseException) -> bool:
+    return isinstance(exc, SQLAlchemyError) and database_unavailable(exc)
+
+
+def prepare(rt: Services, event: Event) -> Event:
+    """The event as the writer takes it: what its signature covers, and our order id."""
+    if event.covers is None:  # a version 1 payload: what the adapter declares
+        covers = rt.adapter(event.provider).covers.get(event.source, ())
+        event = dataclasses.replace(event, covers=covers)
+    if not event.external_order_id:
+        event = resolve_order(rt, event)
+    return event
+
+
+def after_apply(rt: Services, event: Event, outcome: Outcome, entry_id: str | None = None) -> None:
+    """What follows an applied callback: its notification's delivery, and the poll of a
+    callback that only triggers one (its provider signs no status); then its log line
+    (with the stream entry's id when it came from the stream)."""
+    ids = {"entry_id": entry_id} if entry_id else {}
+    with log_context(provider=event.provider, order_id=event.external_order_id, **ids):
+        try:
+            rt.deliver_change(outcome)
+            adapter = rt.adapters.get(event.provider)
+            if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
+                window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
+                rt.queues.enqueue_trigger_poll(event.provider, event.external_order_id, window)
+        except RedisError as exc:
+            # Applied already: the sweep queues due deliveries and polls in any case.
+            log.warning("after applying a callback: redis unavailable (%s)", type(exc).__name__)
+        log.info(
+            "applied %s %s event: %s -> %s (v%d)%s%s",
+            event.provider,
+            event.source,
+            event.provider_status,
+            outcome.decision.value,
+            outcome.version,
+            " (replay)" if outcome.replayed else "",
+            f" anomalies={','.join(outcome.anomalies)}" if outcome.anomalies else "",
+        )
+
+
+def resolve_order(rt: Services, event: Event) -> Event:
+    """A callback naming only the provider's order id: find ours, in the store or by a poll."""
+    assert event.provider_order_id
+    bind(provider=event.provider)
+    known = rt.store.external_id_for(event.provider, event.provider_order_id)
+    if known is None:
+        known = (
+            rt.adapter(event.provider).poll("", provider_order_id=event.provider_order_id).external_order_id
+        )
+    return dataclasses.replace(event, external_order_id=known)
