@@ -12,13 +12,18 @@
   429 with ``Retry-After`` until the window ends, before any signature is checked.
   Verified callbacks never count, so a provider whose callbacks verify is never
   throttled. When Redis is down the check fails like the enqueue would: 503.
+  A process remembers for ``CLEAR_FOR`` (1 s) that a client was under its budget, so
+  a provider's steady stream of good callbacks costs one Redis command each (the
+  enqueue), not two; the process that counts a refusal forgets it at once, another
+  web process within that second.
 """
 
 from __future__ import annotations
 
 import hashlib
 import ipaddress
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 
 from redis import Redis
 
@@ -44,13 +49,19 @@ def require_allowed(provider: str, address: str | None, allowed: Sequence[IPNetw
         raise AddressNotAllowed(f"this client address may not post {provider} callbacks")
 
 
+CLEAR_FOR = 1.0  # seconds a process trusts that a client was under its budget
+MAX_REMEMBERED = 10_000  # clients remembered so, at most
+
+
 class UnverifiedLimiter:
     """Counts refused requests per (provider, client address) in fixed windows."""
 
-    def __init__(self, redis: Redis, limit: int, window: int):
+    def __init__(self, redis: Redis, limit: int, window: int, clock: Callable[[], float] = time.monotonic):
         self.redis = redis
         self.limit = limit
         self.window = window
+        self.clock = clock
+        self._clear: dict[str, float] = {}  # key -> until when it is known to be under budget
 
     def _key(self, provider: str, address: str | None) -> str:
         # Hashed: the key names no address (Redis keys show up in monitoring).
@@ -60,18 +71,26 @@ class UnverifiedLimiter:
     def check(self, provider: str, address: str | None) -> None:
         """Raise RateLimited when this client has used up its refusals for the window."""
         key = self._key(provider, address)
-        count = self.redis.get(key)  # one command on every callback; the TTL only when refused
-        if count is not None and int(count) >= self.limit:
-            ttl = self.redis.ttl(key)
-            retry_after = int(ttl) if ttl and int(ttl) > 0 else self.window
-            raise RateLimited(
-                f"too many refused {provider} requests from this address; retry in {retry_after}s",
-                retry_after,
-            )
+        now = self.clock()
+        if self._clear.get(key, 0.0) > now:
+            return
+        count = self.redis.get(key)  # the TTL is read only when refused
+        if count is None or int(count) < self.limit:
+            if len(self._clear) >= MAX_REMEMBERED:
+                self._clear.clear()  # many addresses: start over rather than grow
+            self._clear[key] = now + CLEAR_FOR
+            return
+        ttl = self.redis.ttl(key)
+        retry_after = int(ttl) if ttl and int(ttl) > 0 else self.window
+        raise RateLimited(
+            f"too many refused {provider} requests from this address; retry in {retry_after}s",
+            retry_after,
+        )
 
     def count(self, provider: str, address: str | None) -> None:
         """One more refusal for this client, in the current window."""
         key = self._key(provider, address)
+        self._clear.pop(key, None)
         with self.redis.pipeline() as pipe:
             pipe.incr(key)
             pipe.expire(key, self.window, nx=True)

@@ -24,6 +24,8 @@ from orders.providers.alixpay import signing
 from orders.providers.fuspay import signing as fuspay_signing
 from orders.store import Store
 from receiver import create_app
+from receiver.errors import RateLimited
+from receiver.limits import CLEAR_FOR, UnverifiedLimiter
 from workers.queue import connect
 from workers.stream import STREAM
 
@@ -235,3 +237,32 @@ def test_an_allowlist_is_read_into_networks() -> None:
     )
     del env["FUSPAY_ALLOWED_IPS"]
     assert load_settings(env, Path("/nonexistent")).provider("fuspay").allowed_ips == ()
+
+
+def _gets(redis: Redis) -> int:
+    return int(redis.info("commandstats").get("cmdstat_get", {}).get("calls", 0))
+
+
+def test_a_client_under_its_budget_costs_one_check_a_second(redis: Redis) -> None:
+    """Good callbacks from a provider cost no budget read for a second after one said
+    it was under budget; a refusal counted elsewhere is seen once that second is over,
+    one counted by this process at once."""
+    now = [100.0]
+    limiter = UnverifiedLimiter(redis, limit=2, window=60, clock=lambda: now[0])
+    before = _gets(redis)
+    for _ in range(6):
+        limiter.check("alixpay", "203.0.113.7")
+    assert _gets(redis) - before == 1
+    other_process = UnverifiedLimiter(redis, limit=2, window=60)
+    for _ in range(2):
+        other_process.count("alixpay", "203.0.113.7")
+    limiter.check("alixpay", "203.0.113.7")  # still within the second it remembers
+    now[0] += CLEAR_FOR + 0.01
+    with pytest.raises(RateLimited):
+        limiter.check("alixpay", "203.0.113.7")
+    # This process's own refusal is seen at once.
+    limiter.check("alixpay", "198.51.100.9")
+    limiter.count("alixpay", "198.51.100.9")
+    limiter.count("alixpay", "198.51.100.9")
+    with pytest.raises(RateLimited):
+        limiter.check("alixpay", "198.51.100.9")
