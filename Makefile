@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run test soak lint bench clean
+.PHONY: install run test chromium soak lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,8 +18,16 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m devkit
 
-test: $(STAMP)
+test: $(STAMP) chromium
 	$(BIN)/python -m pytest -q
+
+# The console's browser tests drive Debian's chromium (tests/console/): installed when missing;
+# where it cannot be (not root, no apt), one line says so and the tests skip.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; (apt-get install -y --no-install-recommends chromium >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y --no-install-recommends chromium >/dev/null 2>&1; }) \
+	  && echo "installed Debian's chromium for the browser tests" \
+	  || echo "could not install Debian's chromium (apt-get install chromium): the browser tests will skip"; }
 
 # Minutes of traffic and faults through real web, worker and clock processes, then every
 # order against the sandboxes' truth (devkit/soak/, prints one table); then the fault runs

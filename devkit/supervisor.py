@@ -206,6 +206,7 @@ def _run(stop: threading.Event, *, exit_after_demo: bool, demo: bool, root: Path
             print_howto(base, token, ops_token, sandboxes[0].url, _shown(dotenv))
         if exit_after_demo:
             return status
+        say(f"operator console: {base}/console/ (log in with RAMPWATCH_OPS_TOKEN from {_shown(dotenv)})")
         say("serving; press Ctrl-C to stop")
         while not stop.wait(0.5):
             if group.dead():

@@ -29,7 +29,7 @@ from orders.migrate import Revisions
 from orders.providers import STATUS_MAPS, poll_policies
 from orders.providers.base import ProviderAdapter
 from orders.store import Store
-from receiver import api, errors, health, metrics, openapi, webhooks
+from receiver import api, console, errors, health, metrics, openapi, webhooks
 from receiver.api.reconcile import RECONCILE_WAIT
 from receiver.body import MAX_BODY
 from receiver.limits import UnverifiedLimiter
@@ -86,6 +86,7 @@ def create_app(
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
+    app.register_blueprint(console.bp)  # /console: HTML, its own cookie and CSRF checks
     app.extensions["rampwatch.reconcile_wait"] = reconcile_wait
     app.extensions["rampwatch.openapi"] = openapi.build_spec(app)
     logging.getLogger("rampwatch").setLevel(settings.log_level)

@@ -19,6 +19,7 @@ timeout) and reads the job's state from Redis a few times a second:
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any
 
 from flask import Blueprint, current_app, jsonify, request
@@ -44,19 +45,51 @@ CHECK_EVERY = 0.1
 @requires("ops")
 def reconcile(provider: str, external_order_id: str) -> Any:
     query = load_query(RECONCILE_QUERY, request.args)
-    deps = current_app.extensions["rampwatch"]
+    queued = request_poll(provider, external_order_id, reason="api")
+    if not query["wait"]:
+        return jsonify({"status": "queued" if queued else "already queued"}), 202
+    outcome = wait_for_poll(provider, external_order_id)
+    return jsonify(outcome.body()), outcome.http_status
+
+
+@dataclass(frozen=True)
+class PollOutcome:
+    """What waiting for an operator's poll came to (see the module docstring)."""
+
+    status: str  # polled, deferred, retrying, pending
+    http_status: int
+    detail: str | None = None
+    order: dict[str, Any] | None = None  # polled: the order's status, version, provider status, decision
+
+    def body(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": self.status}
+        if self.detail is not None:
+            out["detail"] = self.detail
+        if self.order is not None:
+            out["order"] = self.order
+        return out
+
+
+def request_poll(provider: str, external_order_id: str, *, reason: str) -> bool:
+    """Queue a poll of a known order (the API's and the console's reconcile); False when
+    one is already queued or running. Raises ProviderDisabled, InvalidPayload (an id no
+    order can have) or OrderNotFound before anything is queued."""
     adapter_for(provider)
     oid = order_id(external_order_id)
     if not reader().exists(provider, oid):
         raise OrderNotFound(f"no {provider} order {external_order_id}")
-    queued = deps.queues.enqueue_poll(provider, oid, reason="api")
-    if not query["wait"]:
-        return jsonify({"status": "queued" if queued else "already queued"}), 202
+    return current_app.extensions["rampwatch"].queues.enqueue_poll(provider, oid, reason=reason)
+
+
+def wait_for_poll(provider: str, external_order_id: str) -> PollOutcome:
+    """Wait, at most the app's ``reconcile_wait``, for the order's poll job; raises
+    PollFailed when it failed for good."""
     wait = current_app.extensions.get("rampwatch.reconcile_wait", RECONCILE_WAIT)
-    return _outcome(deps.redis, poll_job_id(provider, oid), time.monotonic() + wait, wait)
+    redis = current_app.extensions["rampwatch"].redis
+    return _outcome(redis, poll_job_id(provider, external_order_id), time.monotonic() + wait, wait)
 
 
-def _outcome(redis: Redis, job_id: str, deadline: float, wait: float) -> Any:
+def _outcome(redis: Redis, job_id: str, deadline: float, wait: float) -> PollOutcome:
     while True:
         try:
             job = Job.fetch(job_id, connection=redis, serializer=JSONSerializer)
@@ -68,29 +101,23 @@ def _outcome(redis: Redis, job_id: str, deadline: float, wait: float) -> Any:
         if status in (JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED):
             raise PollFailed(f"the poll failed ({_failure(job)}); the order is unchanged")
         if status == JobStatus.SCHEDULED:  # a retry waits: the provider did not answer
-            return jsonify(
-                {
-                    "status": "retrying",
-                    "detail": f"the poll failed ({_failure(job)}) and is retried on its schedule",
-                }
-            ), 202
+            return PollOutcome(
+                "retrying", 202, f"the poll failed ({_failure(job)}) and is retried on its schedule"
+            )
         if time.monotonic() >= deadline:
-            return jsonify(
-                {"status": "pending", "detail": f"the poll did not finish within {wait:g} s; it stays queued"}
-            ), 202
+            return PollOutcome("pending", 202, f"the poll did not finish within {wait:g} s; it stays queued")
         time.sleep(CHECK_EVERY)
 
 
-def _finished(result: dict[str, Any]) -> Any:
+def _finished(result: dict[str, Any]) -> PollOutcome:
     if result.get("deferred"):
-        return jsonify(
-            {
-                "status": "deferred",
-                "detail": "another poll of this order was under way; one more is scheduled in a few seconds",
-            }
-        ), 202
+        return PollOutcome(
+            "deferred",
+            202,
+            "another poll of this order was under way; one more is scheduled in a few seconds",
+        )
     order = {k: result.get(k) for k in ("status", "version", "provider_status", "decision")}
-    return jsonify({"status": "polled", "order": order})
+    return PollOutcome("polled", 200, order=order)
 
 
 def _failure(job: Job) -> str:
