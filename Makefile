@@ -40,8 +40,16 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
+# Every bench/bench_*.py in turn, each printing JSON lines (shown as they come), then one
+# table of them all (bench/table.py; exits 1 when a benchmark failed its checks). wrk, for
+# bench_ingest, is installed when missing (Debian's, as root). About 10 minutes on 2 cores.
 bench: $(STAMP)
-	@for b in bench/bench_*.py; do $(BIN)/python $$b; done
+	@command -v wrk >/dev/null 2>&1 || { export DEBIAN_FRONTEND=noninteractive; (apt-get install -y wrk >/dev/null 2>&1 \
+	  || { apt-get update -qq >/dev/null 2>&1 && apt-get install -y wrk >/dev/null 2>&1; }) \
+	  && echo "installed Debian's wrk for bench_ingest" \
+	  || echo "could not install Debian's wrk (apt-get install wrk, as root): bench_ingest will say it is skipped"; }
+	@for b in bench/bench_*.py; do $(BIN)/python $$b || echo "{\"bench\": \"$$b\", \"ok\": false, \"error\": \"exited $$?\"}"; done \
+	  | $(BIN)/python bench/table.py
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .ruff_cache .hypothesis
