@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,7 +26,7 @@ from _stack import BIN, AlixKeys, Deadline, Proc, service_env, start_worker, wai
 from redis import Redis
 from sqlalchemy import func, insert, select
 
-from devkit.alixpay.sandbox import AlixSandbox
+from devkit.alixpay.counting import CountingAlix
 from devkit.localredis import PrivateRedis
 from orders.db import make_engine
 from orders.models import Order
@@ -39,28 +38,6 @@ WORKERS = 2
 GIVE_UP = 180.0
 TARGET = 60.0
 CHUNK = 5_000
-
-
-class CountingAlix(AlixSandbox):
-    """The AliX sandbox, counting the order-detail reads it is answering at once."""
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.in_flight = 0
-        self.peak = 0
-        self.reads = 0
-        self._gauge = threading.Lock()
-
-    def _api_details(self, raw: bytes) -> Any:
-        with self._gauge:
-            self.in_flight += 1
-            self.reads += 1
-            self.peak = max(self.peak, self.in_flight)
-        try:
-            return super()._api_details(raw)
-        finally:
-            with self._gauge:
-                self.in_flight -= 1
 
 
 def open_orders(now: datetime) -> list[dict[str, Any]]:

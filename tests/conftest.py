@@ -35,6 +35,7 @@ from devkit.fuspay.sandbox import FuspaySandbox
 from devkit.localredis import PrivateRedis
 from orders.events import Event
 from orders.migrate import upgrade
+from orders.providers import build_adapters
 from orders.providers.alixpay.settings import AlixPaySettings
 from orders.providers.changelly.settings import ChangellySettings
 from orders.providers.fuspay.settings import FuspaySettings
@@ -172,16 +173,22 @@ def alix_env(keys: Keys, base_url: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def sandbox(keys: Keys) -> Iterator[AlixSandbox]:
-    """The AliX sandbox, signing with ``keys.alix`` and verifying our ``keys.partner``."""
-    with AlixSandbox(
+def alix_sandbox(keys: Keys, kind: type[AlixSandbox] = AlixSandbox) -> AlixSandbox:
+    """An AliX sandbox (or a subclass of it), signing with ``keys.alix`` and verifying our
+    ``keys.partner``; enter it to serve."""
+    return kind(
         partner_code=PARTNER_CODE,
         secret_key=SECRET,
         webhook_secret_key=WEBHOOK_SECRET,
         partner_public_key=keys.partner.public,
         alix_private_key=keys.alix.private,
-    ) as sb:
+    )
+
+
+@pytest.fixture
+def sandbox(keys: Keys) -> Iterator[AlixSandbox]:
+    """The AliX sandbox, signing with ``keys.alix`` and verifying our ``keys.partner``."""
+    with alix_sandbox(keys) as sb:
         yield sb
 
 
@@ -260,6 +267,28 @@ def fuspay_sandbox() -> Iterator[FuspaySandbox]:
 
 
 E2E_TOKEN = "e2e-token-0123456789abcdef"
+
+
+def token_settings(
+    database_url: str, redis: Redis, keys: Keys, sandbox_url: str, tokens: tuple[str, str], **overrides: Any
+) -> Settings:
+    """Settings for the API and console tests: the private Redis, the test's database, the
+    AliX sandbox at ``sandbox_url``, and the (partner, operator) ``tokens``."""
+    port = redis.connection_pool.connection_kwargs["port"]
+    values: dict[str, Any] = dict(
+        database_url=database_url,
+        redis_url=f"redis://127.0.0.1:{port}/0",
+        api_token=tokens[0],
+        ops_token=tokens[1],
+        providers={"alixpay": alix_settings(keys, sandbox_url, timeout=2.0)},
+    )
+    values.update(overrides)
+    return Settings(**values)
+
+
+def app_on(settings: Settings, redis: Redis, store: Any, **kw: Any) -> Any:
+    """The web app on these collaborators (the store the test reads), adapters from ``settings``."""
+    return create_app(settings, redis=redis, store=store, adapters=build_adapters(settings), **kw)
 
 
 def serve_receiver(app: Any, *sandboxes: Any) -> WsgiLoopback:

@@ -9,16 +9,13 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-from conftest import Keys, alix_settings
+from conftest import Keys, app_on, token_settings
 from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
 from config import Settings
 from orders.events import Event
-from orders.providers import build_adapters
-from orders.store import Store
-from receiver import create_app
 
 PARTNER_TOKEN = "partner-token-console-0123456789"
 OPS_TOKEN = "ops-token-console-0123456789-ops"
@@ -29,20 +26,10 @@ CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 def console_settings(database_url: str, redis: Redis, keys: Keys, sandbox_url: str, **kw: Any) -> Settings:
-    port = redis.connection_pool.connection_kwargs["port"]
-    values: dict[str, Any] = dict(
-        database_url=database_url,
-        redis_url=f"redis://127.0.0.1:{port}/0",
-        api_token=PARTNER_TOKEN,
-        ops_token=OPS_TOKEN,
-        providers={"alixpay": alix_settings(keys, sandbox_url, timeout=2.0)},
-    )
-    values.update(kw)
-    return Settings(**values)
+    return token_settings(database_url, redis, keys, sandbox_url, (PARTNER_TOKEN, OPS_TOKEN), **kw)
 
 
-def console_app(settings: Settings, redis: Redis, store: Store, **kw: Any) -> Flask:
-    return create_app(settings, redis=redis, store=store, adapters=build_adapters(settings), **kw)
+console_app = app_on
 
 
 def csrf_of(html: str) -> str:

@@ -11,16 +11,13 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from conftest import Keys, alix_settings
-from flask import Flask
+from conftest import Keys, app_on, token_settings
 from redis import Redis
 
 from config import Settings
 from devkit.alixpay.sandbox import AlixSandbox
 from orders.models import Anomaly, Notification, Order
-from orders.providers import build_adapters
 from orders.store import Store
-from receiver import create_app
 
 PARTNER_TOKEN = "partner-token-0123456789abcdef"
 OPS_TOKEN = "ops-token-0123456789abcdef-ops"
@@ -30,20 +27,10 @@ NOW = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
 def settings_for(database_url: str, redis: Redis, keys: Keys, sandbox_url: str, **overrides: Any) -> Settings:
-    port = redis.connection_pool.connection_kwargs["port"]
-    values: dict[str, Any] = dict(
-        database_url=database_url,
-        redis_url=f"redis://127.0.0.1:{port}/0",
-        api_token=PARTNER_TOKEN,
-        ops_token=OPS_TOKEN,
-        providers={"alixpay": alix_settings(keys, sandbox_url, timeout=2.0)},
-    )
-    values.update(overrides)
-    return Settings(**values)
+    return token_settings(database_url, redis, keys, sandbox_url, (PARTNER_TOKEN, OPS_TOKEN), **overrides)
 
 
-def app_for(settings: Settings, redis: Redis, store: Store, **kw: Any) -> Flask:
-    return create_app(settings, redis=redis, store=store, adapters=build_adapters(settings), **kw)
+app_for = app_on
 
 
 class CreationCalls:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PARTNER_CODE, SECRET, WEBHOOK_SECRET, Keys, alix_settings, fuspay_settings
+from conftest import Keys, alix_sandbox, alix_settings, fuspay_settings
 from dbfaults import poisoned
 from redis import Redis
 from rq import Queue
@@ -24,7 +24,7 @@ from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
 from config import Settings
-from devkit.alixpay.sandbox import AlixSandbox
+from devkit.alixpay.counting import CountingAlix
 from devkit.fuspay.sandbox import FuspaySandbox
 from orders.db import make_engine
 from orders.migrate import upgrade
@@ -39,42 +39,10 @@ from workers.worker import make_worker
 CONCURRENCY = 3
 
 
-class CountingAlix(AlixSandbox):
-    """The AliX sandbox, counting the order-detail reads it is answering at once."""
-
-    def __init__(self, **kwargs: Any):
-        super().__init__(**kwargs)
-        self.in_flight = 0
-        self.peak = 0
-        self.reads = 0
-        self._gauge = threading.Lock()
-
-    def reset(self) -> None:
-        with self._gauge:
-            self.peak = self.reads = 0
-
-    def _api_details(self, raw: bytes) -> Any:
-        with self._gauge:
-            self.in_flight += 1
-            self.reads += 1
-            self.peak = max(self.peak, self.in_flight)
-        try:
-            return super()._api_details(raw)
-        finally:
-            with self._gauge:
-                self.in_flight -= 1
-
-
 @pytest.fixture
 def alix(keys: Keys) -> Iterator[CountingAlix]:
-    with CountingAlix(
-        partner_code=PARTNER_CODE,
-        secret_key=SECRET,
-        webhook_secret_key=WEBHOOK_SECRET,
-        partner_public_key=keys.partner.public,
-        alix_private_key=keys.alix.private,
-    ) as sb:
-        yield sb
+    with alix_sandbox(keys, CountingAlix) as sb:
+        yield sb  # type: ignore[misc]
 
 
 @pytest.fixture
