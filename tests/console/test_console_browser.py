@@ -1,7 +1,7 @@
 """The operator console end to end in headless Chromium (Debian's ``chromium`` package,
 driven by Playwright): log in, filter, open an order, reconcile it and see its new status,
 resolve an anomaly, requeue a failed job; a wrong or missing token and a form without its
-CSRF token are refused. Each run writes a screenshot of every page to docs/console/.
+CSRF token are refused. Each run writes a screenshot of every page to var/screenshots/console/.
 
 One browser for the module; each test gets a fresh browser context (no cookies) and the
 receiver on a loopback port over the test's own database and Redis."""
@@ -43,7 +43,9 @@ from workers.worker import make_worker  # noqa: E402
 
 Page = sync_api.Page
 expect = sync_api.expect
-SHOTS = Path(__file__).resolve().parents[2] / "docs" / "console"
+# Written where git does not look, so that a test run leaves the checkout clean; the README's
+# copies in docs/console/ come from such a run (cp var/screenshots/console/*.png docs/console/).
+SHOTS = Path(__file__).resolve().parents[2] / "var" / "screenshots" / "console"
 VIEWPORT = {"width": 1280, "height": 860}
 
 
