@@ -2,7 +2,9 @@
 ones (issue 11's case; BENCH_TERMINAL and BENCH_OPEN change the sizes). Times, best and
 worst of 5, on SQLite (and PostgreSQL when RAMPWATCH_TEST_POSTGRES_URL is set):
 
-* ``sweep_claim``: one bounded claim of 500 due orders (``Store.claim_due``);
+* ``sweep_due_query``: the sweep's due-order query alone (``orders.store.due_query``, 500 rows);
+* ``sweep_claim``: one bounded claim of 500 due orders (``Store.claim_due``: the query under
+  ``FOR UPDATE SKIP LOCKED`` on PostgreSQL, and the lease written on the 500 rows);
 * ``flag_stale``: the look for open orders past their provider's horizon, none due;
 * ``flag_stuck``: the look for open orders past their state's expected time, none due.
 
@@ -20,7 +22,7 @@ from config import PollPolicy
 from orders.db import make_engine
 from orders.models import Order
 from orders.providers import STATUS_MAPS
-from orders.store import Store
+from orders.store import Store, due_query
 
 TERMINAL = int(os.environ.get("BENCH_TERMINAL", "1000000"))
 OPEN = int(os.environ.get("BENCH_OPEN", "10000"))
@@ -74,10 +76,18 @@ def measure(kind: str, now: datetime) -> None:
             conn.execute(text("ANALYZE"))
     sizes = {"db": kind, "finished_orders": TERMINAL, "open_orders": OPEN}
 
+    def query() -> None:
+        with store.engine.connect() as conn:
+            assert len(conn.execute(due_query(now, ["alixpay"], 500)).all()) == 500
+
     def claim() -> None:
         assert len(store.claim_due(500, 120, ["alixpay"])) == 500
 
-    best, worst = timed(claim)
+    best, worst = timed(query)  # before any claim: every open order is due
+    emit(
+        bench="sweep_due_query", batch=500, best_ms=best, worst_ms=worst, target_ms=20, met=best < 20, **sizes
+    )
+    best, worst = timed(claim)  # the query, locking, and the lease written on 500 rows
     emit(bench="sweep_claim", batch=500, best_ms=best, worst_ms=worst, **sizes)
     best, worst = timed(store.flag_stale)
     emit(bench="flag_stale", best_ms=best, worst_ms=worst, **sizes)

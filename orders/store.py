@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, and_, delete, func, select, text, update
+from sqlalchemy import Engine, Select, and_, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -330,17 +330,7 @@ class Store:
         if not providers:
             return []
         with self.sessions.begin() as session:
-            stmt = (
-                select(Order.id, Order.provider, Order.external_order_id)
-                .where(
-                    Order.terminal_at.is_(None),  # the partial index's predicate
-                    Order.next_poll_at <= now,
-                    Order.provider.in_(providers),
-                    Order.status.not_in([s.value for s in TERMINAL]),
-                )
-                .order_by(Order.next_poll_at)
-                .limit(limit)
-            )
+            stmt = due_query(now, providers, limit)
             if session.bind.dialect.name != "sqlite":  # type: ignore[union-attr]
                 stmt = stmt.with_for_update(skip_locked=True)
             rows = session.execute(stmt).all()
@@ -834,6 +824,22 @@ class Store:
                 )
                 or 0
             ) > 0
+
+
+def due_query(now: datetime, providers: Sequence[str], limit: int) -> Select[Any]:
+    """The sweep's due-order query: open orders of ``providers`` whose poll is due, oldest
+    first, read through the partial index of open orders (``ix_orders_open_due``)."""
+    return (
+        select(Order.id, Order.provider, Order.external_order_id)
+        .where(
+            Order.terminal_at.is_(None),  # the partial index's predicate
+            Order.next_poll_at <= now,
+            Order.provider.in_(providers),
+            Order.status.not_in([s.value for s in TERMINAL]),
+        )
+        .order_by(Order.next_poll_at)
+        .limit(limit)
+    )
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
