@@ -27,7 +27,7 @@ from werkzeug.exceptions import HTTPException
 
 from orders.errors import AnomalyNotFound, Conflict, InvalidPayload, OrderNotFound, ProviderDisabled
 from receiver.console import actions, login, pages, session
-from receiver.errors import DATABASE_ERRORS, PollFailed
+from receiver.errors import DATABASE_ERRORS, PollFailed, RateLimited
 
 bp = Blueprint("console", __name__, url_prefix="/console", template_folder="templates")
 for child in (login.bp, pages.bp, actions.bp):
@@ -96,6 +96,11 @@ def _register_errors() -> None:
             return page_error(status, title, FIXED_MESSAGES.get(status) or str(exc))
 
         bp.register_error_handler(exc_class, handler)
+
+    @bp.errorhandler(RateLimited)
+    def _throttled(exc: RateLimited) -> Any:
+        body, status = page_error(429, "Too many refused log-ins", str(exc))
+        return body, status, {"Retry-After": str(exc.retry_after)}
 
     @bp.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> Any:

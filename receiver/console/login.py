@@ -5,11 +5,12 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from flask import Blueprint, redirect, render_template, request, url_for
+from flask import Blueprint, current_app, redirect, render_template, request, url_for
 
 from receiver.console import session
 
 bp = Blueprint("login", __name__)
+LIMITER_KEY = "console-login"  # in place of a provider's slug in the limiter's keys
 log = logging.getLogger("rampwatch.console")
 
 
@@ -29,9 +30,15 @@ def form() -> Any:
 
 @bp.post("/login")
 def submit() -> Any:
+    """Refused log-ins count against the client address's budget of refusals (the
+    webhooks' limiter, ``RAMPWATCH_UNVERIFIED_LIMIT`` per ``RAMPWATCH_UNVERIFIED_WINDOW``):
+    past it, every log-in from that address is 429 until the window ends."""
+    limiter = current_app.extensions["rampwatch.limiter"]
+    limiter.check(LIMITER_KEY, request.remote_addr)  # RateLimited: 429
     given = request.form.get("token", "")
     target = request.form.get("next", "")
     if not given or not session.token_matches(given):
+        limiter.count(LIMITER_KEY, request.remote_addr)
         log.warning("console log-in refused (%s)", "no token" if not given else "wrong token")
         return render_template("console/login.html", next=target, refused=True), 401
     resp = redirect(_safe_next(target), code=303)

@@ -127,6 +127,24 @@ def test_a_wrong_or_missing_token_is_refused(app: Flask) -> None:
         assert client.get("/console/orders").status_code == 302
 
 
+def test_refused_log_ins_are_throttled_per_address(
+    database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox, runtime: Services
+) -> None:
+    """Past RAMPWATCH_UNVERIFIED_LIMIT refused log-ins, an address gets 429 even with the
+    right token until the window ends; another address is not affected."""
+    settings = console_settings(database_url, redis, keys, sandbox.url, unverified_limit=3)
+    app = console_app(settings, redis, runtime.store)
+    guesser = app.test_client()
+    for _ in range(3):
+        assert log_in(guesser, "guess").status_code == 401
+    refused = log_in(guesser, OPS_TOKEN)
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) > 0
+    assert "Too many refused log-ins" in refused.text
+    other = app.test_client()
+    other.environ_base["REMOTE_ADDR"] = "198.51.100.20"
+    assert log_in(other).status_code == 303
+
+
 def test_logging_in_sets_a_signed_strict_httponly_cookie_with_an_expiry(app: Flask) -> None:
     client = app.test_client()
     resp = log_in(client)
