@@ -51,6 +51,8 @@ from workers.stream import Entry, EventStream
 log = logging.getLogger("rampwatch.drain")
 
 BLOCK_MS = 1000  # the longest a read waits for a first entry (and a stop waits on a read)
+FORGET_EVERY = 600.0  # seconds between two clean-ups of stopped workers' consumers
+FORGET_IDLE_MS = 3_600_000  # a consumer holding nothing, idle this long, is a stopped worker's
 
 
 class Drainer:
@@ -66,6 +68,7 @@ class Drainer:
         self.max_deliveries = settings.stream_max_deliveries
         self.block_ms = block_ms
         self._next_claim = 0.0
+        self._next_forget = time.monotonic() + FORGET_EVERY
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ the loop
@@ -121,6 +124,11 @@ class Drainer:
 
     def _claim(self) -> list[Entry]:
         now = time.monotonic()
+        if now >= self._next_forget:
+            self._next_forget = now + FORGET_EVERY
+            gone = self.stream.forget_idle_consumers(FORGET_IDLE_MS, keep=self.consumer)
+            if gone:
+                log.info("drainer %s: forgot %d consumers of stopped workers", self.consumer, gone)
         if now < self._next_claim:
             return []
         entries = self.stream.claim(self.consumer, self.claim_idle_ms, self.batch)

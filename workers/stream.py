@@ -45,6 +45,21 @@ DEAD = "rampwatch:callbacks:dead"
 FIELD = b"e"  # the event, as the JSON of Event.to_dict()
 MAX_ERROR = 500
 
+# KEYS[1] stream; ARGV: group, min idle (ms), the consumer to keep. XINFO CONSUMERS answers
+# one flat field/value list per consumer.
+FORGET_IDLE = """
+local gone = 0
+for _, consumer in ipairs(redis.call('XINFO', 'CONSUMERS', KEYS[1], ARGV[1])) do
+  local fields = {}
+  for i = 1, #consumer, 2 do fields[consumer[i]] = consumer[i + 1] end
+  if fields['pending'] == 0 and fields['idle'] >= tonumber(ARGV[2]) and fields['name'] ~= ARGV[3] then
+    redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], fields['name'])
+    gone = gone + 1
+  end
+end
+return gone
+"""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -193,6 +208,14 @@ class EventStream:
             pipe.xdel(self.stream, entry.id)
             dead_id, *_ = pipe.execute()
         return _text(dead_id)
+
+    def forget_idle_consumers(self, min_idle_ms: int, keep: str) -> int:
+        """Delete the group's consumers that hold nothing and were idle ``min_idle_ms``
+        (workers that stopped; each start is a new consumer), all but ``keep``. One script,
+        so that no consumer can read an entry between the check and its deletion (which
+        would drop the entry from the pending list). How many were deleted."""
+        self.ensure_group()
+        return int(self.redis.eval(FORGET_IDLE, 1, self.stream, self.group, min_idle_ms, keep))
 
     # ------------------------------------------------------------------ for operators
 

@@ -289,3 +289,22 @@ def test_the_cli_lists_and_requeues_dead_callbacks_beside_failed_jobs(
     assert redis.xlen(DEAD) == 0 and redis.xlen(STREAM) == 1
     Drainer(runtime, "c1").drain()
     assert runtime.store.order_view("alixpay", "dead-1").status == "SUCCESS"
+
+
+def test_consumers_of_stopped_workers_are_forgotten_but_never_with_entries_in_hand(
+    runtime: Services, redis: Redis
+) -> None:
+    runtime.stream.append_many(lifecycle("gc"))
+    done = runtime.stream.read("stopped-clean", 2)
+    runtime.stream.ack([e.id for e in done])
+    assert len(runtime.stream.read("stopped-mid-batch", 10)) == 1  # holds one, unacknowledged
+    names = {c["name"].decode() for c in redis.xinfo_consumers(STREAM, "appliers")}
+    assert {"stopped-clean", "stopped-mid-batch"} <= names
+    assert runtime.stream.forget_idle_consumers(3_600_000, keep="alive") == 0  # none idle an hour
+    assert runtime.stream.forget_idle_consumers(0, keep="stopped-clean") == 0  # kept by name
+    assert runtime.stream.forget_idle_consumers(0, keep="alive") == 1
+    names = {c["name"].decode() for c in redis.xinfo_consumers(STREAM, "appliers")}
+    assert "stopped-clean" not in names and "stopped-mid-batch" in names  # its entry stays claimable
+    time.sleep(0.3)
+    assert Drainer(runtime, "alive").drain() == 1
+    assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
