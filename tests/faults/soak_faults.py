@@ -258,7 +258,8 @@ def test_two_clocks_one_leads_and_a_killed_leader_is_replaced(faults: Faults) ->
     faults.registered("w1")
 
     def leaders() -> list[str]:
-        return [c.name for c in clocks if "clock: leader" in c.output()]
+        # "clock: leader, enqueueing ..." at start, "clock: took over as leader, enqueueing ..."
+        return [c.name for c in clocks if "leader, enqueueing" in c.output()]
 
     wait_for("a clock leading", lambda: len(leaders()) == 1, 20)
     time.sleep(3.0)
@@ -269,7 +270,7 @@ def test_two_clocks_one_leads_and_a_killed_leader_is_replaced(faults: Faults) ->
     leader.kill()
     killed = time.monotonic()
     faults.sandbox.advance("c0", "SUCCESS")
-    wait_for("the other clock leading", lambda: "clock: leader" in follower.output(), 15)
+    wait_for("the other clock leading", lambda: "took over as leader" in follower.output(), 15)
     wait_for(
         "the dropped order swept to the truth",
         lambda: faults.status("alixpay", "c0") == "SUCCESS",
