@@ -31,6 +31,7 @@ from typing import TypeVar
 
 import pytest
 import requests
+from conftest import WEBHOOK_SECRET, Keys, alix_env
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
@@ -38,17 +39,25 @@ from sqlalchemy import create_engine, text
 
 from devkit.localredis import free_port
 from orders.migrate import Revisions, current_revisions
+from orders.providers.alixpay import signing
 from workers.queue import SWEEP_JOB_ID
+from workers.stream import STREAM
 
 pytestmark = pytest.mark.packaging
 
 ROOT = Path(__file__).resolve().parent.parent
 PRODUCT = ("config", "orders", "receiver", "workers")
 # Files other than modules that the product reads or ships for operators.
-PRODUCT_DATA = ("config/example.env", "orders/migrations/script.py.mako")
+PRODUCT_DATA = (
+    "config/example.env",
+    "orders/migrations/script.py.mako",
+    # the console's pages, read by Jinja at run time
+    *sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "receiver/console/templates").rglob("*.html")),
+)
 POSTGRES_URL = os.environ.get("RAMPWATCH_TEST_POSTGRES_URL")
 DB_PARAMS = ["sqlite"] + (["postgres"] if POSTGRES_URL else [])
 T = TypeVar("T")
+OPS = "ops-token-for-the-installed-web-0123"
 
 
 def procfile() -> dict[str, str]:
@@ -298,7 +307,7 @@ def wait_for(check: Callable[[], T | None], what: str, process: Process, timeout
 
 
 def test_every_procfile_line_starts_from_the_install(
-    installed: Installed, redis_server, redis: Redis, tmp_path: Path
+    installed: Installed, redis_server, redis: Redis, tmp_path: Path, keys: Keys
 ) -> None:
     assert set(procfile()) == {"web", "worker", "clock", "release"}
     database = f"sqlite:///{tmp_path / 'host.sqlite3'}"
@@ -307,9 +316,11 @@ def test_every_procfile_line_starts_from_the_install(
         DATABASE_URL=database,
         REDIS_URL=redis_server.url,
         RAMPWATCH_SWEEP_INTERVAL="0.2",
+        RAMPWATCH_OPS_TOKEN=OPS,
         HOST="127.0.0.1",
         PORT=str(port),
         WEB_CONCURRENCY="1",
+        **alix_env(keys, "http://127.0.0.1:9"),
     )
     head = Revisions.load().heads
 
@@ -341,9 +352,26 @@ def test_every_procfile_line_starts_from_the_install(
         finally:
             assert clock.stop() == 0, clock.output()
 
+        # A signed callback through the installed web lands on the stream...
+        body = {"externalOrderId": "host-1", "type": "sell", "fiatAmount": 100000, "status": "SUCCESS"}
+        body["signature"] = signing.sign(signing.response_fields(body), WEBHOOK_SECRET, keys.alix.private)
+        accepted = requests.post(f"{base}/webhooks/alixpay", json=body, timeout=5)
+        assert accepted.status_code == 200, accepted.text
+        assert redis.xlen(STREAM) == 1
+        # ...and the console's pages load from the installed package's templates.
+        login = requests.get(f"{base}/console/login", timeout=5)
+        assert login.status_code == 200 and 'name="csrf_token"' in login.text
+
         run(installed.procfile_line("worker", "--burst"), cwd=installed.work, env=env)
         job = Job.fetch(SWEEP_JOB_ID, connection=redis, serializer=JSONSerializer)
         assert job.get_status(refresh=True) == JobStatus.FINISHED
+        # The installed worker drained the stream: the callback is applied.
+        assert redis.xlen(STREAM) == 0
+        with create_engine(database).connect() as conn:
+            status = conn.execute(
+                text("SELECT status FROM orders WHERE external_order_id = 'host-1'")
+            ).scalar()
+        assert status == "SUCCESS"
     finally:
         assert web.stop() == 0, web.output()
     assert "Booting worker" in web.output()
