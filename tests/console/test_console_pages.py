@@ -511,3 +511,31 @@ def test_activity_counts_the_last_hour_per_minute_and_shows_queue_depths(
     assert "In the last hour: 2 callbacks, 2 status transitions and 1 polls." in html
     assert "<polyline" in html and "<script" not in html
     assert '<th scope="row">polls</th><td class="num">1</td>' in html
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/console/orders?status=NOT_A_STATUS",
+        "/console/orders?provider=nosuchpay",
+        "/console/orders?before=not-a-cursor",
+        "/console/orders?stuck=maybe",
+        "/console/orders/alixpay/" + "x" * 300,
+        "/console/orders/alixpay/bad%00id",
+    ],
+)
+def test_bad_input_is_a_4xx_page_naming_it(client: FlaskClient, url: str) -> None:
+    resp = client.get(url)
+    assert 400 <= resp.status_code < 500, (url, resp.status_code)
+    assert "Traceback" not in resp.text
+
+
+def test_repairs_of_what_does_not_exist_are_refused(client: FlaskClient) -> None:
+    # Not an id at all: no such page.
+    resp = post_form(client, "/console/orders", "/console/anomalies/not-a-number/resolve", comment="x")
+    assert resp.status_code == 404
+    # An id of no anomaly: back to the page, with the refusal said (Post/Redirect/Get).
+    resp = post_form(client, "/console/orders", "/console/anomalies/99999/resolve", comment="x")
+    assert resp.status_code == 303, resp.headers
+    page = client.get(resp.headers["Location"])
+    assert "no anomaly 99999" in page.text
