@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, and_, case, func, select
+from sqlalchemy.orm import Session
 
-from orders.models import Anomaly, Notification, Order
-from orders.states import TERMINAL
+from orders.models import Anomaly, EventRecord, Notification, Order
+from orders.states import TERMINAL, Status
 from orders.store import Store
 
 __all__ = [
@@ -249,3 +250,109 @@ def ledger(
     with store.sessions() as session:
         result = session.execute(stmt.execution_options(yield_per=batch, stream_results=True))
         yield from result.scalars()
+
+
+# ------------------------------------------------------------------ the operator console
+# Bounded for a large store: the counts read the (provider, status) index, the stuck list
+# pages by id, and the activity reads only the events of the last hour, found by id (the
+# events table has no index on its times, and its ids grow with them: a binary search over
+# the primary key finds the first event of the hour in about twenty lookups).
+
+# Ids of events whose clocks disagree by less than this are found by the binary search.
+CLOCK_SLACK = timedelta(minutes=5)
+ACTIVITY_SERIES = ("callbacks", "transitions", "polls")
+
+
+def status_counts(store: Store, provider: str | None = None) -> dict[str, int]:
+    """How many orders are in each canonical status (every status listed, zero or not)."""
+    stmt = select(Order.status, func.count()).group_by(Order.status)
+    if provider:
+        stmt = stmt.where(Order.provider == provider)
+    with store.sessions() as session:
+        found = {status: int(n) for status, n in session.execute(stmt).all()}
+    return {s.value: found.get(s.value, 0) for s in Status}
+
+
+def stuck_orders(store: Store, *, after: int | None, limit: int) -> Page[OrderRow]:
+    """Orders flagged stuck, oldest (lowest id) first, with their open anomalies counted;
+    ``after`` the last id of the previous page."""
+    count = (
+        select(func.count(Anomaly.id))
+        .where(Anomaly.order_id == Order.id, Anomaly.resolved_at.is_(None))
+        .scalar_subquery()
+    )
+    stmt = select(Order, count).where(Order.stuck_at.is_not(None)).order_by(Order.id).limit(limit + 1)
+    if after is not None:
+        stmt = stmt.where(Order.id > after)
+    with store.sessions() as session:
+        rows = session.execute(stmt).all()
+    return Page([OrderRow(o, int(n or 0)) for o, n in rows[:limit]], more=len(rows) > limit)
+
+
+@dataclass(frozen=True)
+class Activity:
+    minutes: list[datetime]  # the first minute of each bucket, oldest first
+    series: dict[str, list[int]]  # ACTIVITY_SERIES -> one count per minute
+
+    @property
+    def totals(self) -> dict[str, int]:
+        return {name: sum(counts) for name, counts in self.series.items()}
+
+    @property
+    def peak(self) -> int:
+        return max((max(c) for c in self.series.values() if c), default=0)
+
+
+def activity(store: Store, now: datetime, minutes: int = 60) -> Activity:
+    """Callbacks received, status transitions and polls recorded, per minute, over the last
+    ``minutes`` minutes up to ``now``."""
+    end = now.replace(second=0, microsecond=0) + timedelta(minutes=1)
+    start = end - timedelta(minutes=minutes)
+    buckets = [start + timedelta(minutes=i) for i in range(minutes)]
+    series = {name: [0] * minutes for name in ACTIVITY_SERIES}
+    transition = and_(EventRecord.decision == "applied", EventRecord.from_status != EventRecord.to_status)
+    with store.sessions() as session:
+        first = _first_event_id_since(session, start - CLOCK_SLACK)
+        if first is None:
+            return Activity(buckets, series)
+        stmt = (
+            select(
+                EventRecord.recorded_at,
+                EventRecord.source,
+                case((transition, 1), else_=0),
+            )
+            .where(EventRecord.id >= first, EventRecord.recorded_at >= start)
+            .execution_options(yield_per=2000)
+        )
+        for recorded_at, source, moved in session.execute(stmt):
+            i = int((recorded_at - start).total_seconds() // 60)
+            if not 0 <= i < minutes:
+                continue
+            if source == "callback":
+                series["callbacks"][i] += 1
+            elif source == "poll":
+                series["polls"][i] += 1
+            if moved:
+                series["transitions"][i] += 1
+    return Activity(buckets, series)
+
+
+def _first_event_id_since(session: Session, since: datetime) -> int | None:
+    """The lowest event id recorded at or after ``since`` (ids grow with recording times,
+    up to ``CLOCK_SLACK`` between writers), or None when there is none."""
+    low, high = session.execute(select(func.min(EventRecord.id), func.max(EventRecord.id))).one()
+    if high is None:
+        return None
+    last_at = session.scalar(select(EventRecord.recorded_at).where(EventRecord.id == high))
+    if last_at is None or last_at < since:
+        return None
+    while low < high:
+        mid = (low + high) // 2
+        at = session.scalar(
+            select(EventRecord.recorded_at).where(EventRecord.id >= mid).order_by(EventRecord.id).limit(1)
+        )
+        if at is None or at >= since:
+            high = mid
+        else:
+            low = mid + 1
+    return low

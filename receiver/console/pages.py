@@ -24,6 +24,7 @@ from receiver.console import reads
 from receiver.errors import InvalidParameter
 from receiver.schemas import ORDER_LIST_QUERY, Cursor, encode_cursor, load_query
 from workers.deadletters import sources
+from workers.stream import stream_depths
 
 bp = Blueprint("pages", __name__)
 
@@ -61,7 +62,7 @@ def orders() -> Any:
         filtered=any(form.values()),
         following=following,
         paged="cursor" in given,
-        counts=reads.status_counts(reader(), query.get("provider")),
+        counts=queries.status_counts(reader(), query.get("provider")),
         providers=sorted(PROVIDERS),
         statuses=STATUSES,
     )
@@ -70,7 +71,7 @@ def orders() -> Any:
 @bp.get("/stuck")
 def stuck() -> Any:
     after = _cursor("stuck", request.args.get("cursor"))
-    page = reads.stuck_orders(reader(), after=after, limit=PAGE_SIZE)
+    page = queries.stuck_orders(reader(), after=after, limit=PAGE_SIZE)
     following = encode_cursor("stuck", page.items[-1].order.id) if page.more else None
     return render_template(
         "console/stuck.html", page=page, following=following, paged=after is not None, now=_now()
@@ -132,13 +133,13 @@ def failed() -> Any:
 @bp.get("/activity")
 def activity() -> Any:
     redis = _services().redis
-    seen = reads.activity(reader(), _now())
+    seen = queries.activity(reader(), _now())
     return render_template(
         "console/activity.html",
         activity=seen,
         chart=_chart(seen),
         queues=reads.queue_depths(redis),
-        stream=reads.stream_depths(redis),
+        stream=stream_depths(redis),
     )
 
 
@@ -152,7 +153,7 @@ COLOURS = {"callbacks": "#1f6feb", "transitions": "#b35900", "polls": "#2a7d2e"}
 DASHES = {"callbacks": "", "transitions": "6 3", "polls": "2 3"}
 
 
-def _chart(seen: reads.Activity) -> dict[str, Any]:
+def _chart(seen: queries.Activity) -> dict[str, Any]:
     peak = max(seen.peak, 1)
     n = len(seen.minutes)
     width, height = CHART_W - PAD_L - 8, CHART_H - PAD_B - PAD_T
