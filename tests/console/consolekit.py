@@ -6,6 +6,8 @@ Importable as ``consolekit`` from tests/console."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +18,7 @@ from redis import Redis
 
 from config import Settings
 from orders.events import Event
+from workers.services import Services, build_services
 
 PARTNER_TOKEN = "partner-token-console-0123456789"
 OPS_TOKEN = "ops-token-console-0123456789-ops"
@@ -30,6 +33,18 @@ def console_settings(database_url: str, redis: Redis, keys: Keys, sandbox_url: s
 
 
 console_app = app_on
+
+
+@contextmanager
+def console_services(database_url: str, redis: Redis, keys: Keys, sandbox_url: str) -> Iterator[Services]:
+    """The workers' Services on the console's settings, installed for in-process jobs."""
+    services = build_services(console_settings(database_url, redis, keys, sandbox_url), redis=redis)
+    token = services.install()
+    try:
+        yield services
+    finally:
+        token.var.reset(token)
+        services.store.engine.dispose()
 
 
 def csrf_of(html: str) -> str:

@@ -29,7 +29,13 @@ sync_api = pytest.importorskip(
 )
 
 from conftest import Keys, serve_receiver  # noqa: E402
-from consolekit import OPS_TOKEN, PARTNER_TOKEN, alix_callback, console_app, console_settings  # noqa: E402
+from consolekit import (  # noqa: E402
+    OPS_TOKEN,
+    PARTNER_TOKEN,
+    alix_callback,
+    console_app,
+    console_services,
+)
 from redis import Redis  # noqa: E402
 from scenarios import alixpay_sell  # noqa: E402
 from sqlalchemy import update  # noqa: E402
@@ -38,7 +44,7 @@ from devkit.alixpay.sandbox import AlixSandbox  # noqa: E402
 from orders.events import utcnow  # noqa: E402
 from orders.models import Anomaly, Notification, Order  # noqa: E402
 from workers.queue import Queues  # noqa: E402
-from workers.services import Services, build_services  # noqa: E402
+from workers.services import Services  # noqa: E402
 from workers.worker import make_worker  # noqa: E402
 
 Page = sync_api.Page
@@ -59,11 +65,8 @@ def browser() -> Iterator[Any]:
 
 @pytest.fixture
 def runtime(database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox) -> Iterator[Services]:
-    services = build_services(console_settings(database_url, redis, keys, sandbox.url), redis=redis)
-    token = services.install()
-    yield services
-    token.var.reset(token)
-    services.store.engine.dispose()
+    with console_services(database_url, redis, keys, sandbox.url) as services:
+        yield services
 
 
 @pytest.fixture

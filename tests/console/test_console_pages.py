@@ -23,6 +23,7 @@ from consolekit import (
     PERSONAL_NAME,
     alix_callback,
     console_app,
+    console_services,
     console_settings,
     csrf_of,
     log_in,
@@ -41,7 +42,7 @@ from orders.models import Anomaly, Notification, Order
 from orders.store import Store
 from receiver.console import session
 from workers.queue import Queues
-from workers.services import Services, build_services
+from workers.services import Services
 from workers.worker import make_worker
 
 PAGES = [
@@ -55,11 +56,8 @@ PAGES = [
 
 @pytest.fixture
 def runtime(database_url: str, redis: Redis, keys: Keys, sandbox: AlixSandbox) -> Iterator[Services]:
-    services = build_services(console_settings(database_url, redis, keys, sandbox.url), redis=redis)
-    token = services.install()
-    yield services
-    token.var.reset(token)
-    services.store.engine.dispose()
+    with console_services(database_url, redis, keys, sandbox.url) as services:
+        yield services
 
 
 @pytest.fixture
