@@ -14,6 +14,7 @@ import base64
 import http.client
 import json
 import os
+import re
 import shlex
 import shutil
 import signal
@@ -32,6 +33,7 @@ from devkit.localredis import _die_with_parent, free_port
 from orders.events import Event, utcnow
 from orders.providers.alixpay import signing
 from orders.providers.alixpay.adapter import AlixPayAdapter
+from receiver.gunicorn_conf import READY
 from workers.liveness import alive_key
 
 REPO = Path(__file__).resolve().parent.parent
@@ -338,3 +340,16 @@ def wait_http(port: int, path: str, proc: Proc, timeout: float = 60.0) -> None:
             conn.close()
         time.sleep(0.1)
     raise RuntimeError(f"{path} on port {port} did not answer 200 within {timeout}s:\n{proc.tail()}")
+
+
+def wait_web(port: int, proc: Proc, workers: int, timeout: float = 60.0) -> None:
+    """Wait until the web line answers ``/healthz`` and each of its ``workers`` gunicorn
+    workers has loaded the app (``receiver.gunicorn_conf.READY`` in its log): load that
+    starts while one is still loading lands on the others (and its connections stay there)."""
+    wait_http(port, "/healthz", proc, timeout)
+    ready = re.compile(READY.replace("%s", r"\d+"))
+    deadline = Deadline(timeout)
+    while len(ready.findall(proc.tail(10_000))) < workers:
+        if deadline.passed or not proc.alive():
+            raise RuntimeError(f"{proc.name}: {workers} workers did not load the app:\n{proc.tail()}")
+        time.sleep(0.1)

@@ -29,8 +29,8 @@ from _stack import (
     service_env,
     start_web,
     start_worker,
-    wait_http,
     wait_until,
+    wait_web,
     web_concurrency,
 )
 from redis import Redis
@@ -75,7 +75,7 @@ def case(kind: str, folder: Path, keys: AlixKeys, bodies: list[bytes], prefix: s
         try:
             procs.append(start_web(env, folder, port, workers=workers, name=f"e2e-web-{kind}"))
             procs += [start_worker(env, folder, f"e2e-{kind}-{n}") for n in range(WORKERS)]
-            wait_http(port, "/healthz", procs[0])
+            wait_web(port, procs[0], workers)
             # A first callback, applied, says the workers are up: then the clock starts.
             warm = send([port], "/webhooks/alixpay", bodies[:1], rate=None, threads=1)
             assert warm.accepted == 1, warm.status

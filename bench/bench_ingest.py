@@ -35,7 +35,7 @@ from _stack import (
     service_env,
     start_bare_web,
     start_web,
-    wait_http,
+    wait_web,
     web_concurrency,
 )
 from redis import Redis
@@ -112,10 +112,12 @@ def wrk(url: str, connections: int, script: Path, bodies: Path) -> dict:
     }
 
 
-def serve(proc: Proc, port: int, connections: int, script: Path, bodies: Path, *, counts: bool) -> dict:
+def serve(
+    proc: Proc, port: int, workers: int, connections: int, script: Path, bodies: Path, *, counts: bool
+) -> dict:
     url = f"http://127.0.0.1:{port}"
     try:
-        wait_http(port, "/healthz", proc)
+        wait_web(port, proc, workers)
         return wrk(f"{url}/webhooks/alixpay", connections, script, bodies)
     finally:
         if counts and proc.alive():
@@ -143,12 +145,12 @@ def main() -> None:
         for connections in CONNECTIONS:
             port = free_port()
             bare_proc = start_bare_web(env, folder, port, workers=workers)
-            bare = serve(bare_proc, port, connections, script, bodies, counts=False)
+            bare = serve(bare_proc, port, workers, connections, script, bodies, counts=False)
 
             redis.delete(STREAM, key("rampwatch_callbacks"))
             port = free_port()
             web_proc = start_web(env, folder, port, workers=workers, name=f"web-{connections}")
-            ours = serve(web_proc, port, connections, script, bodies, counts=True)
+            ours = serve(web_proc, port, workers, connections, script, bodies, counts=True)
             queued = redis.xlen(STREAM)
             accepted = int(redis.hget(key("rampwatch_callbacks"), "alixpay|accepted") or 0)
             answered = ours["answered_2xx"]

@@ -39,8 +39,8 @@ from _stack import (
     service_env,
     start_web,
     start_worker,
-    wait_http,
     wait_until,
+    wait_web,
     wait_workers,
 )
 from redis import Redis
@@ -154,7 +154,7 @@ def phase(
             ]
             procs += [start_worker(env, folder, f"scale-{webs}x{workers}-{n}") for n in range(workers)]
             for port, proc in zip(ports, procs, strict=False):
-                wait_http(port, "/healthz", proc)
+                wait_web(port, proc, workers=1)
             wait_workers(redis, procs[webs:])  # their start (imports) is not the throughput's
             deadline = Deadline(TIMEOUT)
             started = time.monotonic()

@@ -21,6 +21,7 @@ Bind address and process count stay on the Procfile line (``$PORT``,
 from __future__ import annotations
 
 import json
+import time
 from typing import Any
 
 from gunicorn import util
@@ -35,6 +36,14 @@ keepalive = 5
 limit_request_line = 4094
 limit_request_fields = 100
 limit_request_field_size = 8190
+ACCEPT_HOLD = 0.01  # seconds a worker holding ``threads`` connections leaves a new one to its siblings
+
+READY = "worker %s ready"  # logged once a worker process has loaded the app and is about to accept
+
+
+def post_worker_init(worker: Any) -> None:
+    worker.log.info(READY, worker.pid)
+
 
 MESSAGES = {
     400: "malformed HTTP request",
@@ -71,10 +80,47 @@ def json_error(status: int, reason: str) -> bytes:
 
 
 class JSONErrorWorker(ThreadWorker):
-    """gunicorn's threaded worker, answering the requests gunicorn refuses in JSON.
+    """gunicorn's threaded worker, answering the requests gunicorn refuses in JSON, and
+    sharing connections fairly with its sibling processes.
 
     gunicorn decides the status, logs and writes the access log as usual; only
-    the page it writes is replaced."""
+    the page it writes is replaced.
+
+    Fair accept: every worker process waits on the same listening socket, and the one
+    the kernel wakes first takes every connection that is waiting. Clients that keep
+    their connections open (a provider, a proxy, a load generator) then stay on one
+    process while the others idle: 16 keep-alive connections all landed on one of two
+    workers in 3 runs of 4, which served a third of what the two serve together. So a
+    worker that already holds ``threads`` connections steps aside for ``ACCEPT_HOLD``
+    before taking another, giving a less loaded sibling the first pick; when every
+    sibling is as loaded, it takes one connection per hold. A worker with room accepts
+    at once, as gunicorn does."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._resume_at: float | None = None  # accepting is off until then
+        self._after_hold = False  # the hold is over: the next connection is taken
+
+    def accept(self, listener: Any) -> None:
+        if self.nr_conns >= self.cfg.threads and not self._after_hold:
+            self._resume_at = time.monotonic() + ACCEPT_HOLD
+            super().set_accept_enabled(False)
+            return
+        self._after_hold = False
+        super().accept(listener)
+
+    def set_accept_enabled(self, enabled: bool) -> None:
+        if enabled and self._resume_at is not None:
+            if time.monotonic() < self._resume_at:
+                return
+            self._resume_at = None
+            self._after_hold = True
+        super().set_accept_enabled(enabled)
+
+    def wait_for_and_dispatch_events(self, timeout: float) -> None:
+        if self._resume_at is not None:  # wake up when the hold ends
+            timeout = min(timeout, max(0.0, self._resume_at - time.monotonic()))
+        super().wait_for_and_dispatch_events(timeout)
 
     def handle_error(self, req: Any, client: Any, addr: Any, exc: BaseException) -> None:
         captured = _Captured()
