@@ -55,6 +55,20 @@ def init_error_reporting(settings: Settings, component: str) -> bool:
     return True
 
 
+def report(exc: BaseException, **tags: str) -> None:
+    """Send ``exc`` to Sentry, tagged (``request_id``, ``provider``) and scrubbed like every
+    event, when error reporting is on: for the code no integration sees (the callback
+    endpoint is plain WSGI, not Flask)."""
+    import sentry_sdk
+
+    if not sentry_sdk.is_initialized():
+        return
+    with sentry_sdk.new_scope() as scope:
+        for name, value in tags.items():
+            scope.set_tag(name, value)
+        sentry_sdk.capture_exception(exc)
+
+
 def scrub_event(event: dict[str, Any], hint: dict[str, Any] | None = None) -> dict[str, Any]:
     """The event with personal data and secrets removed or masked (see the module docstring)."""
     request = event.get("request")

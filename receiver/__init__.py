@@ -5,17 +5,16 @@ The web tier never waits on the database for long: its engine bounds every wait
 reads go through the read-only engine (no write lock), and a wait that runs out
 is a 503 with ``Retry-After``. Webhooks need no database at all.
 
-Every request has an id for its log lines: the ``X-Request-ID`` it came with when that
-is a sane token (Heroku's router sets one), else a new one; the answer echoes it in
-``X-Request-ID``. ``/metrics`` (``receiver.metrics``) serves Prometheus text to the
+Every request has an id for its log lines (``receiver.ids``): the ``X-Request-ID`` it
+came with when that is a sane token (Heroku's router sets one), else a new one; the
+answer echoes it in ``X-Request-ID``. Provider callbacks are answered by a plain WSGI
+endpoint in front of Flask (``receiver.webhooks``), the hot path; Flask serves the rest. ``/metrics`` (``receiver.metrics``) serves Prometheus text to the
 operator's token. With ``SENTRY_DSN`` set, errors go to Sentry (``config.errors``).
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 
 from flask import Flask, Response, g, request
 from redis import Redis
@@ -32,16 +31,13 @@ from orders.store import Store
 from receiver import api, console, errors, health, metrics, openapi, webhooks
 from receiver.api.reconcile import RECONCILE_WAIT
 from receiver.body import MAX_BODY
+from receiver.ids import REQUEST_ID_HEADER, request_id
 from receiver.limits import UnverifiedLimiter
 from workers.services import build_services
 
 __all__ = ["MAX_BODY", "RECONCILE_WAIT", "WEB_DATABASE_WAIT", "create_app"]
 
 WEB_DATABASE_WAIT = 3.0  # seconds: the longest a request waits on the database
-REQUEST_ID_HEADER = "X-Request-ID"
-# A request id we take as given: a short token (a UUID, Heroku's, a proxy's); anything
-# else (long, spaces, control characters) is replaced by our own.
-SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{7,127}")
 
 
 def create_app(
@@ -74,15 +70,16 @@ def create_app(
     app.extensions["rampwatch"] = services
     app.extensions["rampwatch.reader"] = Store(reading(store.engine), STATUS_MAPS, poll_policies(settings))
     app.extensions["rampwatch.revisions"] = Revisions.load()
-    app.extensions["rampwatch.limiter"] = UnverifiedLimiter(
-        services.redis, settings.unverified_limit, settings.unverified_window
-    )
+    limiter = UnverifiedLimiter(services.redis, settings.unverified_limit, settings.unverified_window)
+    app.extensions["rampwatch.limiter"] = limiter
+    # Callbacks are answered before Flask (``receiver.webhooks``); within ProxyFix, so that
+    # their client address is the one the proxies saw.
+    app.wsgi_app = webhooks.CallbackEndpoint(services, limiter, app.wsgi_app)  # type: ignore[method-assign]
     if settings.trusted_proxies:
         # The client address as the proxies in front of us saw it, and nothing a client wrote.
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=settings.trusted_proxies)  # type: ignore[method-assign]
     errors.register(app)
     _request_ids(app)
-    app.register_blueprint(webhooks.bp)
     app.register_blueprint(api.bp)
     app.register_blueprint(health.bp)
     app.register_blueprint(metrics.bp)
@@ -92,13 +89,6 @@ def create_app(
     logging.getLogger("rampwatch").setLevel(settings.log_level)
     init_error_reporting(settings, "web")
     return app
-
-
-def request_id(given: str | None) -> str:
-    """The id of a request: ``given`` when it is a sane token, else a new one."""
-    if given and SANE_REQUEST_ID.fullmatch(given):
-        return given
-    return uuid.uuid4().hex
 
 
 def _request_ids(app: Flask) -> None:

@@ -104,44 +104,69 @@ MESSAGES = {
 }
 
 
-def error_response(
+def describe(exc: BaseException, *, max_body: int) -> tuple[int, dict[str, Any], dict[str, str]] | None:
+    """The answer to ``exc``: its status, JSON body and headers; None when nothing in the
+    table (nor werkzeug's HTTP exceptions) names it, i.e. a bug (500). The most specific
+    class wins, as in Flask's own handler lookup. ``max_body`` is named in a 413's message."""
+    if isinstance(exc, HTTPException):
+        code = (exc.name or "error").lower().replace(" ", "_")
+        message = exc.description or exc.name
+        if exc.code == 413:
+            message = f"body larger than {max_body} bytes"
+        return _answer(exc.code or 500, code, message)
+    for cls in type(exc).__mro__:
+        found = _BY_CLASS.get(cls)
+        if found is None:
+            continue
+        status, code = found
+        extra: dict[str, Any] = {}
+        if isinstance(exc, InvalidPayload) and exc.fields:
+            extra["fields"] = exc.fields
+        retry_after = exc.retry_after if isinstance(exc, (RateLimited, Conflict)) else None
+        if isinstance(exc, Conflict):
+            code = exc.code
+        message = MESSAGES.get(code) or str(exc)
+        return _answer(status, code, message, retry_after=retry_after, **extra)
+    return None
+
+
+def _answer(
     status: int, code: str, message: str, *, retry_after: int | None = None, **extra: Any
-) -> Response:
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     body = {"error": message, "code": code, **extra}
-    resp = jsonify(body)
-    resp.status_code = status
+    headers: dict[str, str] = {}
     if status == 401 and code == "unauthorized":
-        resp.headers["WWW-Authenticate"] = 'Bearer realm="rampwatch"'
+        headers["WWW-Authenticate"] = 'Bearer realm="rampwatch"'
     if retry_after is None and status == 503:
         retry_after = RETRY_AFTER
     if retry_after is not None:
-        resp.headers["Retry-After"] = str(retry_after)
+        headers["Retry-After"] = str(retry_after)
+    return status, body, headers
+
+
+_BY_CLASS: dict[type[BaseException], tuple[int, str]] = {
+    cls: (status, code) for cls, status, code in ERROR_TABLE
+}
+
+
+def _response(status: int, body: dict[str, Any], headers: dict[str, str]) -> Response:
+    resp = jsonify(body)
+    resp.status_code = status
+    resp.headers.update(headers)
     return resp
 
 
 def register(app: Flask) -> None:
-    for exc_class, status, code in ERROR_TABLE:
+    def handler(exc: BaseException) -> Response:
+        answer = describe(exc, max_body=app.config["MAX_CONTENT_LENGTH"])
+        if answer is None:  # registered for the table's classes only: cannot happen
+            raise exc
+        if answer[1]["code"] == "database_unavailable":
+            # The class only: SQLAlchemy's text carries the statement.
+            cause = getattr(exc, "orig", None) or exc
+            log.warning("database unavailable: %s", type(cause).__name__)
+        return _response(*answer)
 
-        def handler(exc: BaseException, status: int = status, code: str = code) -> Response:
-            extra: dict[str, Any] = {}
-            if isinstance(exc, InvalidPayload) and exc.fields:
-                extra["fields"] = exc.fields
-            if code == "database_unavailable":
-                # The class only: SQLAlchemy's text carries the statement.
-                cause = getattr(exc, "orig", None) or exc
-                log.warning("database unavailable: %s", type(cause).__name__)
-            retry_after = exc.retry_after if isinstance(exc, (RateLimited, Conflict)) else None
-            if isinstance(exc, Conflict):
-                code = exc.code
-            message = MESSAGES.get(code) or str(exc)
-            return error_response(status, code, message, retry_after=retry_after, **extra)
-
+    for exc_class in _BY_CLASS:
         app.register_error_handler(exc_class, handler)
-
-    @app.errorhandler(HTTPException)
-    def http_error(exc: HTTPException) -> Response:
-        code = (exc.name or "error").lower().replace(" ", "_")
-        message = exc.description or exc.name
-        if exc.code == 413:
-            message = f"body larger than {app.config['MAX_CONTENT_LENGTH']} bytes"
-        return error_response(exc.code or 500, code, message)
+    app.register_error_handler(HTTPException, handler)

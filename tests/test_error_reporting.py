@@ -7,9 +7,11 @@ from __future__ import annotations
 import gzip
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 
 import pytest
 import sentry_sdk
+from conftest import Keys, alix_settings
 from recorders import WsgiLoopback
 from redis import Redis
 from rq import Queue
@@ -18,6 +20,7 @@ from werkzeug.wrappers import Request, Response
 
 from config import Settings
 from config.errors import init_error_reporting, scrub_event
+from orders.providers import build_adapters
 from receiver import create_app
 from workers.queue import EVENTS
 from workers.services import build_services
@@ -162,3 +165,33 @@ def test_scrub_event_drops_headers_bodies_and_job_arguments() -> None:
         assert secret not in flat, secret
     assert scrubbed["request"]["headers"] == {"User-Agent": "ua"}
     assert scrubbed["extra"]["rq-job"] == {"job_id": "j-1"}
+
+
+def test_a_callback_bug_arrives_scrubbed_and_tagged(
+    ingest: Ingest, database_url: str, redis: Redis, keys: Keys
+) -> None:
+    """The callback endpoint is plain WSGI (no Flask integration sees it): it reports itself."""
+    settings = replace(
+        _settings(database_url, redis, ingest.dsn),
+        providers={"alixpay": alix_settings(keys, "http://127.0.0.1:9")},
+    )
+    adapters = build_adapters(settings)
+
+    class Broken(type(adapters["alixpay"])):  # type: ignore[misc]
+        def parse_callback(self, *args, **kwargs):
+            raise RuntimeError(f"could not pay {ACCOUNT} for {EMAIL} ({PHONE})")
+
+    adapters["alixpay"] = Broken(settings.providers["alixpay"])
+    app = create_app(settings, redis=redis, adapters=adapters)
+    resp = app.test_client().post(
+        "/webhooks/alixpay",
+        data=f'{{"bankAccountNumber": "{ACCOUNT}", "phone": "{PHONE}"}}',
+        headers={"Content-Type": "application/json", "X-Request-ID": "req-ipn-boom-01"},
+    )
+    assert resp.status_code == 500 and resp.get_json()["code"] == "internal_server_error"
+    envelope = ingest.wait_for("could not pay")
+    assert "RuntimeError" in envelope and "req-ipn-boom-01" in envelope and "alixpay" in envelope
+    assert "****5443" in envelope
+    for secret in SECRETS:
+        assert secret not in envelope, secret
+    app.extensions["rampwatch"].store.engine.dispose()

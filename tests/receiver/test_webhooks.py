@@ -244,3 +244,68 @@ def test_the_events_secret_is_never_in_the_answer(client, keys: Keys) -> None:
     resp = post(client, ipn(keys, secret="wrong"))
     assert SECRET not in resp.get_data(as_text=True)
     assert WEBHOOK_SECRET not in resp.get_data(as_text=True)
+
+
+# ------------------------------------------------------------------ the endpoint in front of Flask
+
+
+def test_other_methods_on_a_callback_path_are_405_in_json_uncounted(client, app, redis: Redis) -> None:
+    for method in ("GET", "PUT", "DELETE", "PATCH"):
+        resp = client.open("/webhooks/alixpay", method=method, data=b"{}", content_type="application/json")
+        assert resp.status_code == 405, method
+        assert resp.get_json()["code"] == "method_not_allowed"
+    assert client.head("/webhooks/alixpay").status_code == 405
+    assert queued_callbacks(redis) == []
+    assert app.extensions["rampwatch"].metrics.pending() == {}  # a 405 is no callback
+
+
+def test_paths_beside_the_callback_path_are_flasks_404(client, redis: Redis, keys: Keys) -> None:
+    for path in ("/webhooks/", "/webhooks/alixpay/", "/webhooks/alixpay/extra", "/webhooks//alixpay"):
+        resp = client.post(path, data=json.dumps(ipn(keys)), content_type="application/json")
+        assert resp.status_code == 404, path
+        assert resp.get_json()["code"] == "not_found", path
+    assert queued_callbacks(redis) == []
+
+
+def test_every_callback_answer_names_its_request(client, keys: Keys) -> None:
+    body = json.dumps(ipn(keys))
+    given = client.post(
+        "/webhooks/alixpay",
+        data=body,
+        content_type="application/json",
+        headers={"X-Request-ID": "req-ipn-0001"},
+    )
+    assert given.status_code == 200 and given.headers["X-Request-ID"] == "req-ipn-0001"
+    assert given.get_json() == {"status": "accepted"} and given.content_type == "application/json"
+    made = client.post(
+        "/webhooks/alixpay", data=b"{", content_type="application/json", headers={"X-Request-ID": "x y"}
+    )
+    assert made.status_code == 400 and len(made.headers["X-Request-ID"]) == 32
+    assert client.post("/webhooks/nope", data=body, content_type="application/json").headers["X-Request-ID"]
+
+
+def test_a_bug_in_the_callback_path_is_a_500_in_json_with_its_traceback_logged(
+    settings: Settings, redis: Redis, keys: Keys, caplog: pytest.LogCaptureFixture
+) -> None:
+    adapters = build_adapters(settings)
+    broken = type(adapters["alixpay"])
+
+    class Broken(broken):  # type: ignore[misc, valid-type]
+        def parse_callback(self, *args, **kwargs):
+            raise KeyError("a bug")
+
+    adapters["alixpay"] = Broken(settings.providers["alixpay"])
+    store = Store(make_engine(settings.database_url), STATUS_MAPS, {})
+    app = create_app(settings, redis=redis, store=store, adapters=adapters)
+    with caplog.at_level("ERROR", logger="rampwatch.receiver"):
+        resp = app.test_client().post(
+            "/webhooks/alixpay", data=json.dumps(ipn(keys)), content_type="application/json"
+        )
+    assert resp.status_code == 500
+    assert resp.get_json()["code"] == "internal_server_error"
+    assert any(r.exc_info and r.exc_info[0] is KeyError for r in caplog.records)
+    assert queued_callbacks(redis) == []
+    assert app.extensions["rampwatch"].metrics.pending() == {
+        ("rampwatch_callbacks", "alixpay|internal_server_error"): 1
+    }
+    store.engine.dispose()
