@@ -308,3 +308,52 @@ def test_consumers_of_stopped_workers_are_forgotten_but_never_with_entries_in_ha
     time.sleep(0.3)
     assert Drainer(runtime, "alive").drain() == 1
     assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
+
+
+def test_each_receiver_thread_appends_on_a_connection_of_its_own_and_survives_its_loss(
+    redis: Redis,
+) -> None:
+    """The receiver's threads keep one connection each for ``append`` (no pool checkout per
+    callback); a connection Redis dropped is made again, at once with our client's
+    retries, else at the next callback."""
+    import threading
+
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from workers.queue import connect
+    from workers.stream import EventStream
+
+    url = "redis://127.0.0.1:{port}/0".format(**redis.connection_pool.connection_kwargs)
+    stream = EventStream(connect(url))
+    appended, done = threading.Barrier(4), threading.Event()
+
+    def receiver_thread(order: str) -> None:
+        stream.append(event("AWAITING_PAYMENT", order=order))
+        stream.append(event("SUCCESS", order=order))
+        appended.wait(10)
+        done.wait(10)  # alive, as gunicorn's threads are, holding its connection
+
+    threads = [threading.Thread(target=receiver_thread, args=(f"t-{i}",)) for i in range(3)]
+    for t in threads:
+        t.start()
+    appended.wait(10)
+    try:
+        assert redis.xlen(STREAM) == 6
+        held = [c for c in redis.client_list() if c["cmd"] == "xadd"]
+        assert len(held) == 3, held  # one connection per thread, each used for both its appends
+    finally:
+        done.set()
+        for t in threads:
+            t.join()
+    stream.append(event("PAYMENT_COMPLETED", order="t-0"))  # this thread's connection, then:
+    redis.client_kill_filter(_type="normal", skipme=True)  # Redis drops every other client
+    stream.append(event("PAYMENT_COMPLETED", order="t-1"))  # retried on a new connection
+    assert redis.xlen(STREAM) == 8
+
+    bare = EventStream(Redis.from_url(url))  # no retries
+    bare.append(event("PAYMENT_COMPLETED", order="t-2"))
+    redis.client_kill_filter(_type="normal", skipme=True)
+    with pytest.raises(RedisConnectionError):
+        bare.append(event("PAYMENT_COMPLETED", order="t-3"))  # a 503: the provider sends it again
+    bare.append(event("PAYMENT_COMPLETED", order="t-3"))
+    assert redis.xlen(STREAM) == 10
