@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import ipaddress
 import time
@@ -53,6 +54,14 @@ CLEAR_FOR = 1.0  # seconds a process trusts that a client was under its budget
 MAX_REMEMBERED = 10_000  # clients remembered so, at most
 
 
+@functools.lru_cache(maxsize=MAX_REMEMBERED)
+def _budget_key(provider: str, address: str | None) -> str:
+    """A client's key. Hashed: the key names no address (Redis keys show up in monitoring);
+    remembered, as every callback of a provider asks for it."""
+    digest = hashlib.sha256((address or "unknown").encode()).hexdigest()[:32]
+    return f"rampwatch:unverified:{provider}:{digest}"
+
+
 class UnverifiedLimiter:
     """Counts refused requests per (provider, client address) in fixed windows."""
 
@@ -64,9 +73,7 @@ class UnverifiedLimiter:
         self._clear: dict[str, float] = {}  # key -> until when it is known to be under budget
 
     def _key(self, provider: str, address: str | None) -> str:
-        # Hashed: the key names no address (Redis keys show up in monitoring).
-        digest = hashlib.sha256((address or "unknown").encode()).hexdigest()[:32]
-        return f"rampwatch:unverified:{provider}:{digest}"
+        return _budget_key(provider, address)
 
     def check(self, provider: str, address: str | None) -> None:
         """Raise RateLimited when this client has used up its refusals for the window."""

@@ -73,7 +73,8 @@ def parse_json(body: bytes) -> Any:
         data = json.loads(text, parse_int=_js_integer, parse_constant=_no_constant)
     except ValueError as exc:
         raise InvalidPayload("body is not valid UTF-8 JSON") from exc
-    if _holds_unstorable(data):
+    # Strict UTF-8 and strict JSON let a NUL or a lone surrogate in only as a backslash-u escape.
+    if "\\u" in text and _holds_unstorable(data):
         raise InvalidPayload("body holds a NUL character or a lone surrogate in a string")
     return data
 
@@ -96,6 +97,8 @@ def nested_deeper_than(text: str, limit: int) -> bool:
 
     Linear in the text: brackets inside strings do not count, and the scan stops at
     an unterminated string (``json.loads`` refuses that body anyway)."""
+    if text.count("[") + text.count("{") <= limit:  # not even counting those in strings
+        return False
     depth = 0
     for match in _TOKENS.finditer(text):
         lexeme = match.group()

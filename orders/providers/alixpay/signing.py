@@ -62,18 +62,19 @@ def verify(
         return None
     if not raw:
         return None
-    try:
-        messages = [(secret.name, signing_string(fields, secret.value)) for secret in secrets]
-    except UnicodeEncodeError:
-        # A lone surrogate in a field: AliX could not have signed it as UTF-8.
-        return None
-    for key in public_keys:
-        for secret_name, message in messages:
+    keys = list(public_keys)
+    for secret in secrets:  # the caller puts the likeliest first: one string, one check
+        try:
+            message = signing_string(fields, secret.value)
+        except UnicodeEncodeError:
+            # A lone surrogate in a field: AliX could not have signed it as UTF-8.
+            return None
+        for key in keys:
             try:
                 key.value.verify(raw, message, PKCS1v15(), SHA256())
             except InvalidSignature:
                 continue
-            return f"{key.name}+{secret_name}"
+            return f"{key.name}+{secret.name}"
     return None
 
 
