@@ -135,7 +135,8 @@ class CallbackEndpoint:
             )
         body = read_body(request)
         try:
-            event = adapter.parse_callback(body, dict(request.headers), utcnow())
+            # The request's own headers (case-insensitive, read from the environ as asked).
+            event = adapter.parse_callback(body, request.headers, utcnow())  # type: ignore[arg-type]
         except SignatureInvalid:
             services.metrics.inc("rampwatch_verification_failures", provider=provider)
             self._heal(provider, adapter.order_hint(body))
