@@ -99,7 +99,7 @@ class CallbackEndpoint:
                 (REQUEST_ID_HEADER, rid),
             ],
         )
-        return [data]
+        return [] if environ.get("REQUEST_METHOD") == "HEAD" else [data]  # HEAD: the headers only
 
     def _answer(self, environ: dict[str, Any], provider: str) -> tuple[int, dict[str, Any], dict[str, str]]:
         request = CallbackRequest(environ)
