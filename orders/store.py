@@ -110,6 +110,17 @@ class Store:
         Raises ``BadEventPayload`` for an event filed under no order and
         ``ProviderDisabled`` for a provider this store has no status map for,
         before anything is written."""
+        return [o for o in self._apply(events, wait=True) if o is not None]
+
+    def apply_free(self, events: Sequence[Event]) -> list[Outcome | None]:
+        """``apply``, but only the events of orders no other transaction is writing: the
+        others (their rows locked, on PostgreSQL) are skipped, not waited for, and come
+        back as None, for the caller to apply later. Concurrent writers whose batches name
+        the same orders then each apply what is free instead of committing one after
+        another. On SQLite, with one writer at a time, every event is applied."""
+        return self._apply(events, wait=False)
+
+    def _apply(self, events: Sequence[Event], *, wait: bool) -> list[Outcome | None]:
         if not events:
             return []
         for ev in events:
@@ -126,19 +137,22 @@ class Store:
         outcomes: list[Outcome | None] = [None] * len(events)
         notices: list[Notification] = []
         with self.sessions.begin() as session:
-            works = self._lock_or_adopt(session, sorted(by_order), now)
+            works = self._lock_or_adopt(session, sorted(by_order), now, wait=wait)
             for key in sorted(by_order):
-                work = works[key]
+                work = works.get(key)
+                if work is None:  # another transaction is writing this order (wait=False)
+                    continue
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(session, work, events[i], now, notices)
             self._write_notifications(session, notices)
         done = [o for o in outcomes if o is not None]
-        for name, observe in self.observers.items():
-            try:
-                observe(done)
-            except Exception:  # an observer never fails a write that committed
-                log.exception("store observer %s failed", name)
-        return done
+        if done:
+            for name, observe in self.observers.items():
+                try:
+                    observe(done)
+                except Exception:  # an observer never fails a write that committed
+                    log.exception("store observer %s failed", name)
+        return outcomes
 
     @staticmethod
     def _write_notifications(session: Session, notices: list[Notification]) -> None:
@@ -151,15 +165,16 @@ class Store:
         session.add_all(notices)
 
     def _lock_or_adopt(
-        self, session: Session, keys: list[tuple[str, str]], now: datetime
+        self, session: Session, keys: list[tuple[str, str]], now: datetime, *, wait: bool = True
     ) -> dict[tuple[str, str], _OrderWork]:
         """Lock the batch's orders (adopting those we have never seen) and read their history,
         in a few statements for the whole batch rather than a few per order.
 
         Rows are locked in the order of their keys (``ORDER BY`` under ``FOR UPDATE`` locks
         in sorted order on PostgreSQL), so two writers with overlapping batches cannot
-        deadlock; SQLite has one writer at a time."""
-        orders = self._locked(session, keys)
+        deadlock; SQLite has one writer at a time. Without ``wait``, rows another
+        transaction holds are skipped (``SKIP LOCKED``) and left out of the answer."""
+        orders = self._locked(session, keys, wait=wait)
         missing = [key for key in keys if key not in orders]
         if missing:
             # Adoption: bare orders; each event's plan decides what of it to write.
@@ -167,8 +182,8 @@ class Store:
             for chunk in _chunks(missing, KEYS_PER_STATEMENT):
                 stmt = dialect.insert(Order).values([bare_order(p, o, now) for p, o in chunk])
                 session.execute(stmt.on_conflict_do_nothing(index_elements=["provider", "external_order_id"]))
-            orders.update(self._locked(session, missing))
-            assert all(key in orders for key in missing)
+            orders.update(self._locked(session, missing, wait=wait))
+            assert not wait or all(key in orders for key in missing)
         by_id = {order.id: key for key, order in orders.items()}
         works = {key: _OrderWork(order=order) for key, order in orders.items()}
         for chunk in _chunks(sorted(by_id), KEYS_PER_STATEMENT):
@@ -203,8 +218,11 @@ class Store:
         return works
 
     @staticmethod
-    def _locked(session: Session, keys: list[tuple[str, str]]) -> dict[tuple[str, str], Order]:
-        """The orders of ``keys`` that exist, locked (``FOR UPDATE``) in key order."""
+    def _locked(
+        session: Session, keys: list[tuple[str, str]], *, wait: bool = True
+    ) -> dict[tuple[str, str], Order]:
+        """The orders of ``keys`` that exist, locked (``FOR UPDATE``) in key order; without
+        ``wait``, those another transaction holds are skipped."""
         found: dict[tuple[str, str], Order] = {}
         lock = session.bind.dialect.name != "sqlite"  # type: ignore[union-attr]
         by_provider: dict[str, list[str]] = {}
@@ -218,7 +236,7 @@ class Store:
                     .order_by(Order.external_order_id)
                 )
                 if lock:
-                    stmt = stmt.with_for_update()
+                    stmt = stmt.with_for_update(skip_locked=not wait)
                 for order in session.scalars(stmt):
                     found[(order.provider, order.external_order_id)] = order
         return found

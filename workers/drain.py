@@ -14,16 +14,21 @@ A pass (``drain_once``):
    ``block`` for the first;
 2. prepare each event (what its signature covers, our order id when the callback names
    only the provider's); an event that is bad data goes to the dead-letter stream;
-3. apply the batch in one ``Store.apply`` transaction, then acknowledge it (``XACK`` +
-   ``XDEL``); queue notifications' deliveries and the polls of callbacks that are triggers;
+3. apply the batch in one transaction, then acknowledge what it applied (``XACK`` +
+   ``XDEL``); queue notifications' deliveries and the polls of callbacks that are triggers.
+   The transaction skips the orders another consumer's transaction is writing
+   (``Store.apply_free``, ``SKIP LOCKED`` on PostgreSQL) and carries their entries to the
+   next pass, so consumers whose batches name the same orders work side by side instead
+   of committing one after another; a pass that could apply nothing waits for the locks;
 4. if the batch fails, apply it event by event: a poisoned event cannot fail its
    neighbours. One that fails as bad data is dead-lettered at once; one that fails
    otherwise stays pending, is taken over again after ``claim_idle``, and is
    dead-lettered after ``max_deliveries``. A database outage counts against nothing: the
    entries are given back uncounted and the drainer waits for the database.
 
-SIGTERM (``stop``) lets the batch in hand finish and be acknowledged; what is read and not
-applied when the process dies is taken over by another worker. The store's dedup (one
+SIGTERM (``stop``) lets the batch in hand finish and be acknowledged, and applies what is
+carried, waiting for its locks; what is read and not applied when the process dies is
+taken over by another worker. The store's dedup (one
 applied row per dedup key) makes every re-delivery harmless: exactly once.
 """
 
@@ -70,6 +75,9 @@ class Drainer:
         self._next_claim = 0.0
         self._next_forget = time.monotonic() + FORGET_EVERY
         self._stop = threading.Event()
+        # Read, prepared, not applied yet: their orders were being written by another
+        # consumer's transaction. Applied first in the next pass (see ``settle``).
+        self._carry: list[tuple[Entry, Event]] = []
 
     # ------------------------------------------------------------------ the loop
 
@@ -97,6 +105,18 @@ class Drainer:
                 log.exception("drainer %s: a pass failed", self.consumer)
                 self._stop.wait(delay)
                 delay = min(delay * 2, 10.0)
+        self._settle_carry()
+
+    def _settle_carry(self) -> None:
+        """Stopping: what was carried is applied now, waiting for its orders' locks (else it
+        stays pending and another worker takes it over after ``claim_idle``)."""
+        carry, self._carry = self._carry, []
+        if not carry:
+            return
+        try:
+            self._apply(carry, wait=True)
+        except Exception as exc:  # left pending: taken over by another worker
+            log.warning("drainer %s: %d carried callbacks left pending (%s)", self.consumer, len(carry), exc)
 
     def drain(self, *, until: Callable[[], bool] = lambda: False) -> int:
         """Drain what is there now, without waiting (burst workers, tests); how many applied."""
@@ -116,9 +136,11 @@ class Drainer:
         if watch.is_down and not watch.wait_until_up(self.rt.store.engine, stopping=lambda: self.stopping):
             return 0
         entries = self._claim()
-        if not entries:
-            entries = self.stream.read(self.consumer, self.batch, block_ms)
-        if not entries:
+        room = self.batch - len(self._carry)
+        if not entries and room > 0:
+            # With entries carried, only what is there already: they are to be applied now.
+            entries = self.stream.read(self.consumer, room, None if self._carry else block_ms)
+        if not entries and not self._carry:
             return None
         return self.settle(entries)
 
@@ -139,7 +161,23 @@ class Drainer:
     # ------------------------------------------------------------------ one batch
 
     def settle(self, entries: list[Entry]) -> int:
-        """Apply ``entries`` (one transaction, else one by one) and acknowledge what is done."""
+        """Apply ``entries``, after those carried from the last pass, and acknowledge what is
+        done.
+
+        The batch is applied in one transaction that skips the orders another consumer's
+        transaction is writing (``Store.apply_free``): those are carried to the next pass
+        instead of waited for, so consumers whose batches name the same orders work side by
+        side instead of one after another. A pass that could apply nothing waits for the
+        locks. If the transaction fails, the batch is applied event by event."""
+        ready, settled = self._prepare(entries)
+        ready, self._carry = self._carry + ready, []
+        if not ready:
+            return settled
+        return settled + self._apply(ready, wait=False)
+
+    def _prepare(self, entries: list[Entry]) -> tuple[list[tuple[Entry, Event]], int]:
+        """The entries' events as the writer takes them; bad data and entries delivered too
+        often are dead-lettered (counted as settled)."""
         ready: list[tuple[Entry, Event]] = []
         settled = 0
         for entry in entries:
@@ -154,20 +192,34 @@ class Drainer:
                 settled += 1
             except Exception as exc:  # e.g. the provider's API down while resolving our id
                 log.warning("callback %s could not be prepared (%s); it will be retried", entry.id, exc)
-        if not ready:
-            return settled
+        return ready, settled
+
+    def _apply(self, ready: list[tuple[Entry, Event]], *, wait: bool) -> int:
+        """Apply and acknowledge; how many were settled. Without ``wait``, what another
+        transaction holds is carried (or, when nothing was free, waited for)."""
+        events = [event for _, event in ready]
         try:
-            outcomes = self.rt.store.apply([event for _, event in ready])
+            outcomes = self.rt.store.apply(events) if wait else self.rt.store.apply_free(events)
         except Exception as exc:
             if _outage(exc):
                 self._outage(entry for entry, _ in ready)
-                return settled
+                return 0
             log.warning("a batch of %d callbacks failed (%s); applying them one by one", len(ready), exc)
-            return settled + self._one_by_one(ready)
-        self.stream.ack([entry.id for entry, _ in ready])
-        for (entry, event), outcome in zip(ready, outcomes, strict=True):
-            after_apply(self.rt, event, outcome, entry.id)
-        return settled + len(ready)
+            return self._one_by_one(ready)
+        if wait:
+            done = list(zip(ready, outcomes, strict=True))
+            busy: list[tuple[Entry, Event]] = []
+        else:
+            done = [(pair, o) for pair, o in zip(ready, outcomes, strict=True) if o is not None]
+            busy = [pair for pair, o in zip(ready, outcomes, strict=True) if o is None]
+        if done:
+            self.stream.ack([entry.id for (entry, _), _ in done])
+            for (entry, event), outcome in done:
+                after_apply(self.rt, event, outcome, entry.id)
+        if busy and not done:
+            return self._apply(busy, wait=True)  # nothing was free: wait rather than spin
+        self._carry = busy
+        return len(done)
 
     def _one_by_one(self, ready: list[tuple[Entry, Event]]) -> int:
         settled = 0

@@ -357,3 +357,76 @@ def test_each_receiver_thread_appends_on_a_connection_of_its_own_and_survives_it
         bare.append(event("PAYMENT_COMPLETED", order="t-3"))  # a 503: the provider sends it again
     bare.append(event("PAYMENT_COMPLETED", order="t-3"))
     assert redis.xlen(STREAM) == 10
+
+
+# ------------------------------------------------------------------ consumers side by side (PostgreSQL)
+
+
+def provider_status_of(rt: Services, order: str) -> str | None:
+    from orders.models import Order
+
+    with rt.store.sessions() as s:
+        return s.scalar(select(Order.provider_status).where(Order.external_order_id == order))
+
+
+def hold_order(rt: Services, order: str):
+    """Another transaction writing ``order``: its row locked until the returned one ends."""
+    from orders.models import Order
+
+    conn = rt.store.engine.connect()
+    held = conn.begin()
+    conn.execute(select(Order.id).where(Order.external_order_id == order).with_for_update())
+    return conn, held
+
+
+def test_a_batch_applies_the_free_orders_and_carries_those_another_transaction_writes(
+    runtime: Services, redis: Redis
+) -> None:
+    """Before: a batch naming an order another consumer's transaction held waited for it
+    whole (four workers applied 0.36x of what one did); now the free orders are applied at
+    once and the held one in the next pass."""
+    if not runtime.store.engine.dialect.name == "postgresql":
+        pytest.skip("SQLite has one writer at a time: no other transaction holds a row")
+    runtime.store.apply(
+        [event("AWAITING_PAYMENT", order="held-1"), event("AWAITING_PAYMENT", order="free-1")]
+    )
+    conn, held = hold_order(runtime, "held-1")
+    try:
+        runtime.stream.append_many(
+            [event("PAYMENT_COMPLETED", order="held-1"), event("PAYMENT_COMPLETED", order="free-1")]
+        )
+        drainer = Drainer(runtime, "side-by-side")
+        started = time.monotonic()
+        assert drainer.drain_once(block_ms=None) == 1
+        assert time.monotonic() - started < 2.0  # not waited for
+        assert provider_status_of(runtime, "free-1") == "PAYMENT_COMPLETED"
+        assert provider_status_of(runtime, "held-1") == "AWAITING_PAYMENT"
+        assert redis.xlen(STREAM) == 1  # the held order's entry: read, not acknowledged
+    finally:
+        held.rollback()
+        conn.close()
+    assert drainer.drain_once(block_ms=None) == 1
+    assert provider_status_of(runtime, "held-1") == "PAYMENT_COMPLETED"
+    assert redis.xlen(STREAM) == 0 and drainer.drain_once(block_ms=None) is None
+    assert applied_rows(runtime) == 4
+
+
+def test_a_pass_with_no_free_order_waits_for_the_locks_instead_of_spinning(
+    runtime: Services, redis: Redis
+) -> None:
+    import threading
+
+    if not runtime.store.engine.dialect.name == "postgresql":
+        pytest.skip("SQLite has one writer at a time: no other transaction holds a row")
+    runtime.store.apply([event("AWAITING_PAYMENT", order="held-2")])
+    conn, held = hold_order(runtime, "held-2")
+    runtime.stream.append(event("SUCCESS", order="held-2"))
+    release = threading.Timer(0.5, lambda: (held.rollback(), conn.close()))
+    release.start()
+    started = time.monotonic()
+    try:
+        assert Drainer(runtime, "waiter").drain_once(block_ms=None) == 1
+    finally:
+        release.join()
+    assert time.monotonic() - started >= 0.4
+    assert provider_status_of(runtime, "held-2") == "SUCCESS" and redis.xlen(STREAM) == 0
