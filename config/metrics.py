@@ -82,6 +82,19 @@ def key(name: str) -> str:
     return KEY_PREFIX + name
 
 
+# This process's id, kept current by a fork hook: ``inc`` compares it at every count, and
+# ``os.getpid()`` is a system call.
+_pid = os.getpid()
+
+
+def _forked() -> None:
+    global _pid
+    _pid = os.getpid()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 class Metrics:
     """One process's counts, flushed to ``redis`` (see the module docstring)."""
 
@@ -92,7 +105,7 @@ class Metrics:
         self._pending: dict[tuple[str, str], int] = {}
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
-        self._pid = os.getpid()
+        self._pid = _pid
 
     def inc(self, name: str, amount: int = 1, **labels: object) -> None:
         """Count ``amount`` for ``name`` with ``labels`` (every label of the counter). Never raises."""
@@ -165,11 +178,11 @@ class Metrics:
     def _after_fork(self) -> None:
         """In a child forked after ``start`` (a preloading server): the parent's counts are
         the parent's to flush, and the thread did not survive the fork: start one."""
-        if self._pid == os.getpid():
+        if self._pid == _pid:
             return
         # The parent's lock may have been held by one of its threads at the fork: a new one.
         self._lock = threading.Lock()
-        self._pid = os.getpid()
+        self._pid = _pid
         self._pending = {}
         was_running = self._thread is not None
         self._thread = None

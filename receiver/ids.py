@@ -5,8 +5,8 @@ router sets one, as do most proxies), else a new one."""
 
 from __future__ import annotations
 
+import random
 import re
-import secrets
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A request id we take as given: a short token (a UUID, Heroku's, a proxy's); anything
@@ -18,4 +18,6 @@ def request_id(given: str | None) -> str:
     """The id of a request: ``given`` when it is a sane token, else a new one."""
     if given and SANE_REQUEST_ID.fullmatch(given):
         return given
-    return secrets.token_hex(16)  # 32 hex digits, as a UUID's; without building one
+    # 32 hex digits, as a UUID's. An id names a request, it guards nothing: no system call
+    # for it (``random`` is reseeded in each forked worker).
+    return f"{random.getrandbits(128):032x}"
