@@ -310,3 +310,27 @@ def test_a_bug_in_the_callback_path_is_a_500_in_json_with_its_traceback_logged(
         ("rampwatch_callbacks", "alixpay|internal_server_error"): 1
     }
     store.engine.dispose()
+
+
+def test_a_slug_that_is_not_utf8_is_a_404_not_a_traceback(app, redis: Redis) -> None:
+    """PEP 3333 has PATH_INFO carry the path's bytes as latin-1: bytes that are not UTF-8
+    (or a NUL) are a slug that names no provider."""
+    import io
+
+    for path in ("/webhooks/\xff\xfe", "/webhooks/\xe2\x82", "/webhooks/\x00", "/webhooks/%00"):
+        seen: list[str] = []
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "SERVER_NAME": "x",
+            "SERVER_PORT": "80",
+            "REMOTE_ADDR": "127.0.0.1",
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": "2",
+            "wsgi.input": io.BytesIO(b"{}"),
+            "wsgi.url_scheme": "http",
+        }
+        body = b"".join(app(environ, lambda status, headers, exc_info=None, seen=seen: seen.append(status)))
+        assert [s.split()[0] for s in seen] == ["404"], path
+        assert json.loads(body)["code"] == "provider_disabled", path
+    assert queued_callbacks(redis) == []
