@@ -114,19 +114,33 @@ def describe(exc: BaseException, *, max_body: int) -> tuple[int, dict[str, Any],
         if exc.code == 413:
             message = f"body larger than {max_body} bytes"
         return _answer(exc.code or 500, code, message)
+    listed = _listed(exc)
+    if listed is None:
+        return None
+    status, code = listed
+    extra: dict[str, Any] = {}
+    if isinstance(exc, InvalidPayload) and exc.fields:
+        extra["fields"] = exc.fields
+    retry_after = exc.retry_after if isinstance(exc, (RateLimited, Conflict)) else None
+    if isinstance(exc, Conflict):
+        code = exc.code
+    message = MESSAGES.get(code) or str(exc)
+    return _answer(status, code, message, retry_after=retry_after, **extra)
+
+
+def status_of(exc: BaseException) -> int:
+    """The table's HTTP status for ``exc`` (500 for what it does not name): the console's
+    HTML error pages answer with the API's statuses."""
+    listed = _listed(exc)
+    return listed[0] if listed else 500
+
+
+def _listed(exc: BaseException) -> tuple[int, str] | None:
+    """The table's (status, code) for ``exc``: its most specific class wins, as in Flask's
+    own handler lookup."""
     for cls in type(exc).__mro__:
-        found = _BY_CLASS.get(cls)
-        if found is None:
-            continue
-        status, code = found
-        extra: dict[str, Any] = {}
-        if isinstance(exc, InvalidPayload) and exc.fields:
-            extra["fields"] = exc.fields
-        retry_after = exc.retry_after if isinstance(exc, (RateLimited, Conflict)) else None
-        if isinstance(exc, Conflict):
-            code = exc.code
-        message = MESSAGES.get(code) or str(exc)
-        return _answer(status, code, message, retry_after=retry_after, **extra)
+        if cls in _BY_CLASS:
+            return _BY_CLASS[cls]
     return None
 
 

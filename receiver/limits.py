@@ -72,12 +72,9 @@ class UnverifiedLimiter:
         self.clock = clock
         self._clear: dict[str, float] = {}  # key -> until when it is known to be under budget
 
-    def _key(self, provider: str, address: str | None) -> str:
-        return _budget_key(provider, address)
-
     def check(self, provider: str, address: str | None) -> None:
         """Raise RateLimited when this client has used up its refusals for the window."""
-        key = self._key(provider, address)
+        key = _budget_key(provider, address)
         now = self.clock()
         if self._clear.get(key, 0.0) > now:
             return
@@ -96,7 +93,7 @@ class UnverifiedLimiter:
 
     def count(self, provider: str, address: str | None) -> None:
         """One more refusal for this client, in the current window."""
-        key = self._key(provider, address)
+        key = _budget_key(provider, address)
         self._clear.pop(key, None)
         with self.redis.pipeline() as pipe:
             pipe.incr(key)

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 from werkzeug.exceptions import HTTPException
 
 from orders.errors import AnomalyNotFound, Conflict, InvalidPayload, OrderNotFound, ProviderDisabled
+from receiver import errors
 from receiver.console import actions, login, pages, session
 from receiver.errors import DATABASE_ERRORS, PollFailed, RateLimited
 
@@ -44,16 +45,16 @@ HEADERS = {
         "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
 }
-# exception -> (HTTP status, title) of the console's error page
-ERROR_PAGES: list[tuple[type[BaseException], int, str]] = [
-    (InvalidPayload, 400, "Bad request"),
-    (OrderNotFound, 404, "No such order"),
-    (ProviderDisabled, 404, "Provider not configured"),
-    (AnomalyNotFound, 404, "No such anomaly"),
-    (Conflict, 409, "Conflict"),
-    (PollFailed, 502, "The poll failed"),
-    (RedisError, 503, "Redis is unavailable"),
-    *[(exc, 503, "The database is unavailable or busy") for exc in DATABASE_ERRORS],
+# exception -> title of the console's error page; its status is the API's (``receiver.errors``)
+ERROR_PAGES: list[tuple[type[BaseException], str]] = [
+    (InvalidPayload, "Bad request"),
+    (OrderNotFound, "No such order"),
+    (ProviderDisabled, "Provider not configured"),
+    (AnomalyNotFound, "No such anomaly"),
+    (Conflict, "Conflict"),
+    (PollFailed, "The poll failed"),
+    (RedisError, "Redis is unavailable"),
+    *[(exc, "The database is unavailable or busy") for exc in DATABASE_ERRORS],
 ]
 FIXED_MESSAGES = {503: "A dependency is unavailable; retry in a few seconds."}
 
@@ -90,9 +91,10 @@ def page_error(status: int, title: str, message: str) -> tuple[str, int]:
 
 
 def _register_errors() -> None:
-    for exc_class, status, title in ERROR_PAGES:
+    for exc_class, title in ERROR_PAGES:
 
-        def handler(exc: BaseException, status: int = status, title: str = title) -> Any:
+        def handler(exc: BaseException, title: str = title) -> Any:
+            status = errors.status_of(exc)
             return page_error(status, title, FIXED_MESSAGES.get(status) or str(exc))
 
         bp.register_error_handler(exc_class, handler)

@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,14 +21,16 @@ import pytest
 from conftest import Keys, alix_env
 from dbfaults import poisoned
 from redis import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 from sqlalchemy import func, select
 
 from orders.events import Event
-from orders.models import EventRecord
+from orders.models import EventRecord, Order
 from workers.deadletters import DeadEvents, sources
 from workers.drain import Drainer
+from workers.queue import connect
 from workers.services import Services, build_services
-from workers.stream import DEAD, STREAM
+from workers.stream import DEAD, STREAM, EventStream
 from workers.worker import make_worker
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -195,7 +198,6 @@ def test_overlapping_batches_of_two_consumers_neither_deadlock_nor_double_apply(
     """Two consumers apply batches naming the same orders at the same time: rows are
     locked in key order, so neither deadlocks, and each event is recorded once."""
     import random
-    import threading
 
     events = [e for i in range(40) for e in lifecycle(f"x-{i}")]
     random.Random(7).shuffle(events)
@@ -316,13 +318,6 @@ def test_each_receiver_thread_appends_on_a_connection_of_its_own_and_survives_it
     """The receiver's threads keep one connection each for ``append`` (no pool checkout per
     callback); a connection Redis dropped is made again, at once with our client's
     retries, else at the next callback."""
-    import threading
-
-    from redis.exceptions import ConnectionError as RedisConnectionError
-
-    from workers.queue import connect
-    from workers.stream import EventStream
-
     url = "redis://127.0.0.1:{port}/0".format(**redis.connection_pool.connection_kwargs)
     stream = EventStream(connect(url))
     appended, done = threading.Barrier(4), threading.Event()
@@ -363,16 +358,12 @@ def test_each_receiver_thread_appends_on_a_connection_of_its_own_and_survives_it
 
 
 def provider_status_of(rt: Services, order: str) -> str | None:
-    from orders.models import Order
-
     with rt.store.sessions() as s:
         return s.scalar(select(Order.provider_status).where(Order.external_order_id == order))
 
 
 def hold_order(rt: Services, order: str):
     """Another transaction writing ``order``: its row locked until the returned one ends."""
-    from orders.models import Order
-
     conn = rt.store.engine.connect()
     held = conn.begin()
     conn.execute(select(Order.id).where(Order.external_order_id == order).with_for_update())
@@ -414,8 +405,6 @@ def test_a_batch_applies_the_free_orders_and_carries_those_another_transaction_w
 def test_a_pass_with_no_free_order_waits_for_the_locks_instead_of_spinning(
     runtime: Services, redis: Redis
 ) -> None:
-    import threading
-
     if not runtime.store.engine.dialect.name == "postgresql":
         pytest.skip("SQLite has one writer at a time: no other transaction holds a row")
     runtime.store.apply([event("AWAITING_PAYMENT", order="held-2")])
