@@ -60,6 +60,14 @@ PREFIX = "/webhooks/"
 UNCOUNTED = frozenset({403, 404, 429})
 ACCEPTED: dict[str, Any] = {"status": "accepted"}
 
+
+def encode(body: dict[str, Any]) -> bytes:
+    """A JSON answer's bytes, as Flask's ``jsonify`` writes them."""
+    return json.dumps(body, separators=(",", ":")).encode() + b"\n"
+
+
+ACCEPTED_BODY = encode(ACCEPTED)  # most answers: encoded once
+
 WSGIApp = Callable[[dict[str, Any], Callable[..., Any]], Iterable[bytes]]
 
 
@@ -89,7 +97,7 @@ class CallbackEndpoint:
             status, body, headers = self._answer(environ, provider)
         finally:
             exit_context(token)
-        data = json.dumps(body, separators=(",", ":")).encode() + b"\n"  # as Flask's jsonify
+        data = ACCEPTED_BODY if body is ACCEPTED else encode(body)
         start_response(
             f"{status} {HTTP_STATUS_CODES.get(status, 'Unknown')}",
             [
