@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -51,6 +52,11 @@ STUCK = "order.stuck"
 # notifications, from their insert to its commit: their ids are then in commit order,
 # so a reader paging the events feed by id never skips one that commits late.
 FEED_LOCK = 0x72616D70  # "ramp"
+# The class of the advisory locks a consumer that does not wait (``apply_free``) takes on
+# PostgreSQL for each order it is about to adopt, keyed by a CRC-32 of the order's key:
+# two such consumers adopting the same new order would otherwise insert it both, and the
+# second would wait on the first's uncommitted insert for the whole of the first's batch.
+ADOPT_LOCKS = 0x61646F70  # "adop"
 
 
 @dataclass(frozen=True)
@@ -117,7 +123,8 @@ class Store:
         others (their rows locked, on PostgreSQL) are skipped, not waited for, and come
         back as None, for the caller to apply later. Concurrent writers whose batches name
         the same orders then each apply what is free instead of committing one after
-        another. On SQLite, with one writer at a time, every event is applied."""
+        another; likewise a new order another such writer is adopting (``ADOPT_LOCKS``).
+        On SQLite, with one writer at a time, every event is applied."""
         return self._apply(events, wait=False)
 
     def _apply(self, events: Sequence[Event], *, wait: bool) -> list[Outcome | None]:
@@ -176,9 +183,12 @@ class Store:
         transaction holds are skipped (``SKIP LOCKED``) and left out of the answer."""
         orders = self._locked(session, keys, wait=wait)
         missing = [key for key in keys if key not in orders]
+        on_postgresql = session.bind.dialect.name == "postgresql"  # type: ignore[union-attr]
+        if missing and not wait and on_postgresql:
+            missing = self._unclaimed(session, missing)
         if missing:
             # Adoption: bare orders; each event's plan decides what of it to write.
-            dialect = postgresql if session.bind.dialect.name == "postgresql" else sqlite  # type: ignore[union-attr]
+            dialect = postgresql if on_postgresql else sqlite
             for chunk in _chunks(missing, KEYS_PER_STATEMENT):
                 stmt = dialect.insert(Order).values([bare_order(p, o, now) for p, o in chunk])
                 session.execute(stmt.on_conflict_do_nothing(index_elements=["provider", "external_order_id"]))
@@ -216,6 +226,23 @@ class Store:
                     )
                 )
         return works
+
+    @staticmethod
+    def _unclaimed(session: Session, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:
+        """Of ``keys``, the orders no other consumer that does not wait is adopting: this
+        transaction takes each one's advisory lock (``ADOPT_LOCKS``) without waiting, and
+        leaves out those another holds, for a later pass. Two keys sharing a CRC-32 only
+        defer one of them."""
+        ids = {key: _adopt_lock_id(key) for key in keys}
+        taken = dict(
+            session.execute(  # type: ignore[arg-type]
+                text(
+                    "SELECT k, pg_try_advisory_xact_lock(:cls, k) FROM unnest(CAST(:ids AS integer[])) AS k"
+                ),
+                {"cls": ADOPT_LOCKS, "ids": sorted(set(ids.values()))},
+            ).all()
+        )
+        return [key for key in keys if taken[ids[key]]]
 
     @staticmethod
     def _locked(
@@ -858,6 +885,12 @@ def due_query(now: datetime, providers: Sequence[str], limit: int) -> Select[Any
         .order_by(Order.next_poll_at)
         .limit(limit)
     )
+
+
+def _adopt_lock_id(key: tuple[str, str]) -> int:
+    """An order key's advisory lock id under ``ADOPT_LOCKS``: its CRC-32, as a signed int4."""
+    crc = zlib.crc32("\x1f".join(key).encode())
+    return crc - (1 << 32) if crc >= 1 << 31 else crc
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:

@@ -419,3 +419,39 @@ def test_a_pass_with_no_free_order_waits_for_the_locks_instead_of_spinning(
         release.join()
     assert time.monotonic() - started >= 0.4
     assert provider_status_of(runtime, "held-2") == "SUCCESS" and redis.xlen(STREAM) == 0
+
+
+def test_a_new_order_another_consumer_is_adopting_is_carried_not_waited_for(
+    runtime: Services, redis: Redis
+) -> None:
+    """Before: two consumers whose batches named the same new order each inserted its row,
+    and the second waited on the first's uncommitted insert for the whole of the first's
+    batch (21 of 48 samples of the scale benchmark's backends); now the second applies its
+    free orders at once and the new order in a later pass, after the adopter commits."""
+    if not runtime.store.engine.dialect.name == "postgresql":
+        pytest.skip("SQLite has one writer at a time: no other transaction adopts an order")
+    store = runtime.store
+    adopter = store.sessions()
+    adopter.begin()
+    # Another consumer's transaction, in the middle of its batch: it has adopted new-1.
+    store._lock_or_adopt(adopter, [("alixpay", "new-1")], store.clock(), wait=False)
+    runtime.stream.append_many(
+        [event("AWAITING_PAYMENT", order="new-1"), event("AWAITING_PAYMENT", order="new-2")]
+    )
+    drainer = Drainer(runtime, "second")
+    answers: list[int | None] = []
+    pass_ = threading.Thread(target=lambda: answers.append(drainer.drain_once(block_ms=None)), daemon=True)
+    started = time.monotonic()
+    pass_.start()
+    pass_.join(5)
+    waited = pass_.is_alive()
+    adopter.rollback()  # the adopter's batch fails: the carried event adopts new-1 itself
+    adopter.close()
+    pass_.join(10)
+    assert not waited, "the pass waited on the other consumer's uncommitted insert"
+    assert answers == [1] and time.monotonic() - started < 2.0
+    assert provider_status_of(runtime, "new-2") == "AWAITING_PAYMENT"
+    assert provider_status_of(runtime, "new-1") is None and redis.xlen(STREAM) == 1
+    assert drainer.drain_once(block_ms=None) == 1
+    assert provider_status_of(runtime, "new-1") == "AWAITING_PAYMENT" and redis.xlen(STREAM) == 0
+    assert applied_rows(runtime) == 2
