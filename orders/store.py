@@ -185,7 +185,9 @@ class Store:
         missing = [key for key in keys if key not in orders]
         on_postgresql = session.bind.dialect.name == "postgresql"  # type: ignore[union-attr]
         if missing and not wait and on_postgresql:
-            missing = self._unclaimed(session, missing)
+            # Skipped rows are another writer's: inserting them again would wait for it.
+            held = self._existing(session, missing)
+            missing = self._unclaimed(session, [key for key in missing if key not in held])
         if missing:
             # Adoption: bare orders; each event's plan decides what of it to write.
             dialect = postgresql if on_postgresql else sqlite
@@ -226,6 +228,21 @@ class Store:
                     )
                 )
         return works
+
+    @staticmethod
+    def _existing(session: Session, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
+        """Which of ``keys`` have a committed order row (read without locking)."""
+        found: set[tuple[str, str]] = set()
+        by_provider: dict[str, list[str]] = {}
+        for provider, external_id in keys:
+            by_provider.setdefault(provider, []).append(external_id)
+        for provider, ids in by_provider.items():
+            for chunk in _chunks(ids, KEYS_PER_STATEMENT):
+                stmt = select(Order.external_order_id).where(
+                    Order.provider == provider, Order.external_order_id.in_(chunk)
+                )
+                found.update((provider, external_id) for external_id in session.scalars(stmt))
+        return found
 
     @staticmethod
     def _unclaimed(session: Session, keys: list[tuple[str, str]]) -> list[tuple[str, str]]:

@@ -22,7 +22,7 @@ from conftest import Keys, alix_env
 from dbfaults import poisoned
 from redis import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from orders.events import Event
 from orders.models import EventRecord, Order
@@ -455,3 +455,34 @@ def test_a_new_order_another_consumer_is_adopting_is_carried_not_waited_for(
     assert drainer.drain_once(block_ms=None) == 1
     assert provider_status_of(runtime, "new-1") == "AWAITING_PAYMENT" and redis.xlen(STREAM) == 0
     assert applied_rows(runtime) == 2
+
+
+def test_an_order_another_transaction_has_updated_is_carried_without_an_insert_that_waits(
+    runtime: Services, redis: Redis
+) -> None:
+    """Before: an order row skipped as locked was counted as missing and inserted again
+    (``ON CONFLICT DO NOTHING``); when the holder had updated the row, as every writer
+    does, the insert waited for the holder's whole transaction. Now rows that exist are
+    carried without an insert."""
+    if not runtime.store.engine.dialect.name == "postgresql":
+        pytest.skip("SQLite has one writer at a time: no other transaction holds a row")
+    runtime.store.apply([event("AWAITING_PAYMENT", order="busy-1")])
+    conn, held = hold_order(runtime, "busy-1")
+    conn.execute(update(Order).where(Order.external_order_id == "busy-1").values(version=Order.version))
+    runtime.stream.append_many(
+        [event("PAYMENT_COMPLETED", order="busy-1"), event("AWAITING_PAYMENT", order="calm-1")]
+    )
+    drainer = Drainer(runtime, "beside")
+    answers: list[int | None] = []
+    pass_ = threading.Thread(target=lambda: answers.append(drainer.drain_once(block_ms=None)), daemon=True)
+    pass_.start()
+    pass_.join(5)
+    waited = pass_.is_alive()
+    held.rollback()
+    conn.close()
+    pass_.join(10)
+    assert not waited, "the pass waited on the other transaction's update"
+    assert answers == [1] and provider_status_of(runtime, "calm-1") == "AWAITING_PAYMENT"
+    assert provider_status_of(runtime, "busy-1") == "AWAITING_PAYMENT" and redis.xlen(STREAM) == 1
+    assert drainer.drain_once(block_ms=None) == 1
+    assert provider_status_of(runtime, "busy-1") == "PAYMENT_COMPLETED" and redis.xlen(STREAM) == 0
