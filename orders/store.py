@@ -190,10 +190,13 @@ class Store:
             missing = self._unclaimed(session, [key for key in missing if key not in held])
         if missing:
             # Adoption: bare orders; each event's plan decides what of it to write.
+            # One statement, compiled once, executed for every row (the driver's executemany:
+            # pipelined by psycopg): a multi-row VALUES was compiled anew for each batch.
             dialect = postgresql if on_postgresql else sqlite
-            for chunk in _chunks(missing, KEYS_PER_STATEMENT):
-                stmt = dialect.insert(Order).values([bare_order(p, o, now) for p, o in chunk])
-                session.execute(stmt.on_conflict_do_nothing(index_elements=["provider", "external_order_id"]))
+            stmt = dialect.insert(Order.__table__).on_conflict_do_nothing(
+                index_elements=["provider", "external_order_id"]
+            )
+            session.connection().execute(stmt, [bare_order(p, o, now) for p, o in missing])
             orders.update(self._locked(session, missing, wait=wait))
             assert not wait or all(key in orders for key in missing)
         by_id = {order.id: key for key, order in orders.items()}
