@@ -8,11 +8,15 @@ scheduled time (no coordinated omission). ``rate=None`` sends as fast as the thr
 from __future__ import annotations
 
 import http.client
+import json
 import queue
+import signal
+import subprocess
 import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -101,6 +105,115 @@ def send(
         scheduled_wall=[d + offset for d in due],
         status=status,
         ack_seconds=acks,
+        seconds=last - start,
+        gave_up=gave_up,
+    )
+
+
+@dataclass
+class Blasted:
+    """What ``blast`` saw: answers to the POSTs (each body once), and when they were in."""
+
+    accepted: int
+    non_2xx: int
+    socket_errors: int
+    seconds: float  # the first send -> the last answer (of the slowest wrk)
+    gave_up: bool
+
+
+# Each body of the file once, on every connection of one wrk thread, then stop: the thread
+# stops at the last answer. A connection that asks for a request once every body is out
+# waits (``delay``) and then sends a GET, which the callback path answers 405 (uncounted).
+ONCE_LUA = r"""
+local bodies, n, i, answered, ok = {}, 0, 0, 0, 0
+local checked = false
+
+function init(args)
+  for line in io.lines(args[1]) do
+    n = n + 1
+    bodies[n] = line
+  end
+end
+
+wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+
+function delay()
+  if i < n then return 0 end
+  return 20
+end
+
+function request()
+  if not checked then  -- wrk calls it once before the run, to check it (one thread: ours)
+    checked = true
+    return wrk.format(nil, nil, nil, bodies[1])
+  end
+  if i < n then
+    i = i + 1
+    return wrk.format(nil, nil, nil, bodies[i])
+  end
+  return wrk.format("GET")
+end
+
+function response(status, headers, body)
+  if status == 405 then return end
+  answered = answered + 1
+  if status >= 200 and status < 300 then ok = ok + 1 end
+  if answered == n then
+    io.write(string.format('{"answered":%d,"ok":%d}\n', answered, ok))
+    io.stdout:flush()
+    wrk.thread:stop()
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format('{"socket_errors":%d}\n', e.connect + e.read + e.write + e.timeout))
+end
+"""
+
+
+def blast(
+    ports: Sequence[int], path: str, bodies: Sequence[bytes], folder: Path, *, connections: int, limit: float
+) -> Blasted:
+    """POST each body once, as fast as ``wrk`` goes (its CPU is a fraction of a Python
+    client's, which would take the cores the service is measured on): request i to
+    ``ports[i % n]``, one wrk process (one thread, ``connections / n`` connections) per
+    port. Returns once every body is answered, or after ``limit`` seconds."""
+    script = folder / "once.lua"
+    script.write_text(ONCE_LUA)
+    procs = []
+    for k, port in enumerate(ports):
+        part = folder / f"bodies-{port}.txt"
+        part.write_bytes(b"".join(body + b"\n" for body in bodies[k :: len(ports)]))
+        args = [
+            "wrk", "-t1", f"-c{max(1, connections // len(ports))}", f"-d{int(limit)}s", "--timeout", "30s",
+            "-s", str(script), f"http://127.0.0.1:{port}{path}", "--", str(part),
+        ]  # fmt: skip
+        procs.append(subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    start = time.monotonic()
+    answers: list[dict] = []
+    last = start
+    gave_up = False
+    for proc in procs:  # one JSON line per wrk at its last answer; wrk then sleeps out its -d
+        assert proc.stdout is not None
+        for line in proc.stdout:  # "Running 150s test @ ..." comes first
+            if line.startswith("{"):
+                answers.append(json.loads(line))
+                last = max(last, time.monotonic())
+                break
+        else:
+            gave_up = True
+    errors = 0
+    for proc in procs:
+        proc.send_signal(signal.SIGINT)  # wrk prints its summary at once
+        out, _ = proc.communicate(timeout=30)
+        errors += sum(json.loads(s)["socket_errors"] for s in out.splitlines() if s.startswith('{"socket'))
+    accepted = sum(a["ok"] for a in answers)
+    return Blasted(
+        accepted=accepted,
+        non_2xx=sum(a["answered"] for a in answers) - accepted,
+        socket_errors=errors,
         seconds=last - start,
         gave_up=gave_up,
     )

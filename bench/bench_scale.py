@@ -1,34 +1,46 @@
 """Scale: callbacks through web and worker processes against one private Redis and one
 PostgreSQL (RAMPWATCH_TEST_POSTGRES_URL; without it, one JSON line says it was skipped),
-first with 1 web + 1 worker, then 2 web + 4 workers, in the same run: the throughput must
-grow, and exactly-once and per-order serialization must hold, checked in the store.
+1 web + 1 worker, then 2 web + 4 workers, ``BENCH_SCALE_REPEATS`` (3) times interleaved:
+the throughput must grow (the median of each 2 + 4 run's ratio to the 1 + 1 run just
+before it), and exactly-once and per-order serialization must hold, checked in the store
+after every run.
 
 Each ``web`` is the Procfile's line with ``WEB_CONCURRENCY=1`` (one gunicorn worker per web
 process, as a one-process dyno), each worker ``rampwatch worker``. The load is
 ``BENCH_SCALE_ORDERS`` (600) orders, each with its four AliX statuses plus two
-re-deliveries (one byte for byte, one with an unsigned field added), all shuffled, sent
-as fast as 32 keep-alive client threads go, spread over the web processes. Throughput is
-callbacks per second from the first send until the store holds every delivery.
+re-deliveries (one byte for byte, one with an unsigned field added), all shuffled, each
+delivery sent once, as fast as ``wrk`` goes on 32 keep-alive connections spread over the
+web processes (``_load.blast``; a Python client took a large share of the two cores the
+service is measured on). Throughput is callbacks per second from the first send until the
+store holds every delivery.
+
+Beside it, what bounds it: the share of CPU time the machine left idle during the run
+(``cpu_idle_pct``: none left means the cores, not the design, are the limit), and how
+often PostgreSQL's active backends were found waiting on a lock (``db_lock_wait_pct``, by
+kind in ``db_lock_waits``): consumers serialised on each other's rows show here.
 
 Checked for every order (each violation counted, with examples, and failing the case):
 its final status is SUCCESS; exactly one event record per distinct dedup key, and no
 other; the records' ``seen_count`` adds up to the deliveries sent (every delivery counted
 once); ``version`` equals the number of applied events, whose ``version_after`` are
-exactly 1..version (no two writers applied to one order at once). Each phase gives up
-after ``BENCH_SCALE_TIMEOUT`` seconds (150). About 60 s in all."""
+exactly 1..version (no two writers applied to one order at once). Each run gives up
+after ``BENCH_SCALE_TIMEOUT`` seconds (150). About 80 s in all. Needs ``wrk``."""
 
 from __future__ import annotations
 
 import json
 import os
 import random
+import shutil
 import tempfile
+import threading
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
+from statistics import median
 
 from _common import database, emit
-from _load import send
+from _load import blast
 from _stack import (
     LIFECYCLE,
     AlixKeys,
@@ -44,7 +56,7 @@ from _stack import (
     wait_workers,
 )
 from redis import Redis
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from devkit.localredis import PrivateRedis
 from orders.db import make_engine
@@ -54,8 +66,9 @@ from workers.stream import EventStream
 
 ORDERS = int(os.environ.get("BENCH_SCALE_ORDERS", "600"))
 TIMEOUT = float(os.environ.get("BENCH_SCALE_TIMEOUT", "150"))
+REPEATS = int(os.environ.get("BENCH_SCALE_REPEATS", "3"))
 PHASES = ((1, 1), (2, 4))  # (web processes, worker processes)
-CLIENT_THREADS = 32
+CONNECTIONS = 32
 
 
 def workload(keys: AlixKeys) -> tuple[list[bytes], dict[str, int]]:
@@ -136,6 +149,62 @@ def check(url: str, per_order: dict[str, int]) -> tuple[Counter[str], list[str]]
     return violations, examples
 
 
+def cpu_times() -> tuple[int, int]:
+    """The machine's (idle, total) CPU time so far, in ticks, from /proc/stat."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return fields[3] + fields[4], sum(fields)  # idle + iowait
+
+
+class Watch:
+    """During a phase: the share of CPU time the machine left idle (/proc/stat), and what
+    PostgreSQL's active client backends were doing, sampled every 50 ms
+    (``pg_stat_activity``): how many samples found one waiting on a lock, and on which."""
+
+    QUERY = text(
+        "SELECT wait_event_type, wait_event FROM pg_stat_activity WHERE state = 'active'"
+        " AND backend_type = 'client backend' AND datname = current_database()"
+        " AND pid <> pg_backend_pid()"
+    )
+
+    def __init__(self, url: str):
+        self.engine = make_engine(url)
+        self.stop = threading.Event()
+        self.active = 0
+        self.waits: Counter[str] = Counter()
+        self.thread = threading.Thread(target=self._sample, daemon=True)
+
+    def start(self) -> Watch:
+        self.cpu = cpu_times()
+        self.thread.start()
+        return self
+
+    def _sample(self) -> None:
+        with self.engine.connect() as conn:
+            while not self.stop.wait(0.05):
+                for row in conn.execute(self.QUERY):
+                    self.active += 1
+                    if row.wait_event_type == "Lock":
+                        self.waits[row.wait_event] += 1
+                conn.rollback()
+
+    def finish(self) -> None:
+        if self.stop.is_set():
+            return
+        self.stop.set()
+        self.thread.join(5)
+        idle, total = cpu_times()
+        self.idle_share = (idle - self.cpu[0]) / max(1, total - self.cpu[1])
+        self.engine.dispose()
+
+    def figures(self) -> dict:
+        return {
+            "cpu_idle_pct": round(100 * self.idle_share, 1),
+            "db_backend_samples": self.active,
+            "db_lock_wait_pct": round(100 * sum(self.waits.values()) / max(1, self.active), 1),
+            "db_lock_waits": dict(self.waits),
+        }
+
+
 def phase(
     webs: int, workers: int, folder: Path, keys: AlixKeys, deliveries: list[bytes], per_order: dict
 ) -> dict:
@@ -146,6 +215,7 @@ def phase(
         env = service_env(url, redis_server.url, keys)
         ports = [free_port() for _ in range(webs)]
         procs: list[Proc] = []
+        watch: Watch | None = None
         engine = make_engine(url)
         try:
             procs += [
@@ -157,9 +227,10 @@ def phase(
                 wait_web(port, proc, workers=1)
             wait_workers(redis, procs[webs:])  # their start (imports) is not the throughput's
             deadline = Deadline(TIMEOUT)
+            watch = Watch(url).start()
             started = time.monotonic()
-            sent = send(
-                ports, "/webhooks/alixpay", deliveries, rate=None, threads=CLIENT_THREADS, limit=TIMEOUT
+            sent = blast(
+                ports, "/webhooks/alixpay", deliveries, folder, connections=CONNECTIONS, limit=TIMEOUT
             )
 
             def counted() -> int:
@@ -174,12 +245,15 @@ def phase(
 
             drained = wait_until(settled, deadline, 0.1)
             seconds = time.monotonic() - started
+            watch.finish()
             alive = all(p.alive() for p in procs)
             depths = stream.depths()
         finally:
             for p in procs:
                 p.terminate()
             codes = [p.stop() for p in procs]
+            if watch is not None:
+                watch.finish()  # when the phase failed before its end
             engine.dispose()
             redis.close()
         violations, examples = check(url, per_order)
@@ -191,47 +265,89 @@ def phase(
         "callbacks": len(deliveries),
         "accepted": sent.accepted,
         "non_2xx": sent.non_2xx,
+        "socket_errors": sent.socket_errors,
         "seconds": round(seconds, 2),
         "callbacks_per_s": round(sent.accepted / seconds, 1),
         "all_answered_after_s": round(sent.seconds, 2),  # the web side's share of the time
         "dead_letters": depths["callbacks_dead"],
+        **watch.figures(),
         "violations": dict(violations),
         "violation_examples": examples,
         "exit_codes": codes,
         "exactly_once_and_ordering": not violations,
-        "ok": drained and alive and not violations and sent.non_2xx == 0 and depths["callbacks_dead"] == 0,
+        "ok": drained
+        and alive
+        and not violations
+        and not sent.gave_up
+        and sent.non_2xx == sent.socket_errors == 0
+        and depths["callbacks_dead"] == 0,
         **({} if drained else {"error": f"not every delivery applied within {TIMEOUT:.0f}s"}),
     }
+
+
+RUN_FIGURES = ("callbacks_per_s", "seconds", "all_answered_after_s", "cpu_idle_pct", "db_lock_wait_pct")
+
+
+def summary(runs: list[dict]) -> dict:
+    """One line for a configuration's runs: the medians of their figures, the sums of what
+    went wrong, and each run's figures."""
+    first = runs[0]
+    violations: Counter[str] = Counter()
+    for run in runs:
+        violations.update(run["violations"])
+    line = {k: first[k] for k in ("web_processes", "gunicorn_workers_each", "workers", "orders", "callbacks")}
+    line.update({k: round(median(run[k] for run in runs), 2) for k in RUN_FIGURES})
+    line.update({k: sum(run[k] for run in runs) for k in ("non_2xx", "socket_errors", "dead_letters")})
+    line.update(
+        repeats=len(runs),
+        violations=dict(violations),
+        violation_examples=[e for run in runs for e in run["violation_examples"]][:10],
+        exactly_once_and_ordering=not violations,
+        ok=all(run["ok"] for run in runs),
+        runs=[
+            {k: run[k] for k in (*RUN_FIGURES, "db_lock_waits", "accepted", "exit_codes", "ok")}
+            for run in runs
+        ],
+    )
+    errors = [run["error"] for run in runs if "error" in run]
+    if errors:
+        line["error"] = errors[0]
+    return line
 
 
 def main() -> None:
     if not os.environ.get("RAMPWATCH_TEST_POSTGRES_URL"):
         emit(bench="scale", skipped="RAMPWATCH_TEST_POSTGRES_URL is unset: scale runs on PostgreSQL only")
         return
+    if shutil.which("wrk") is None:
+        emit(bench="scale", ok=False, skipped="wrk is not installed (apt-get install wrk; make bench does)")
+        return
     folder = Path(tempfile.mkdtemp(prefix="rampwatch-bench-scale-"))
     keys = AlixKeys(folder)
     deliveries, per_order = workload(keys)
-    baseline = None
-    ok = True
-    for webs, workers in PHASES:
-        figures = phase(webs, workers, folder, keys, deliveries, per_order)
-        ok = ok and figures["ok"]
-        if not figures["ok"]:
-            figures["logs"] = str(folder)
-        if baseline is None:
-            baseline = figures["callbacks_per_s"]
-            emit(bench="scale", db="postgres", **figures)
-            continue
-        ratio = figures["callbacks_per_s"] / baseline if baseline else 0.0
-        emit(
-            bench="scale",
-            db="postgres",
-            **figures,
-            baseline="1 web + 1 worker, same run",
-            baseline_callbacks_per_s=baseline,
-            ratio=round(ratio, 2),
-            targets={"grows": ratio > 1.0},
-        )
+    runs: dict[tuple[int, int], list[dict]] = {p: [] for p in PHASES}
+    for _ in range(REPEATS):  # interleaved, so a slow minute of the VM touches both
+        for webs, workers in PHASES:
+            runs[(webs, workers)].append(phase(webs, workers, folder, keys, deliveries, per_order))
+    ok = all(run["ok"] for done in runs.values() for run in done)
+    baseline = runs[PHASES[0]]
+    for config, done in runs.items():
+        line = summary(done)
+        if not line["ok"]:
+            line["logs"] = str(folder)
+        if config != PHASES[0]:
+            # Each run against the baseline run just before it; the median of those ratios.
+            ratio = median(
+                run["callbacks_per_s"] / base["callbacks_per_s"] if base["callbacks_per_s"] else 0.0
+                for run, base in zip(done, baseline, strict=True)
+            )
+            line.update(
+                baseline="1 web + 1 worker, run just before each",
+                baseline_callbacks_per_s=summary(baseline)["callbacks_per_s"],
+                ratio=round(ratio, 2),
+                targets={"grows": ratio > 1.0},
+            )
+        emit(bench="scale", db="postgres", **line)
     cleanup(folder, ok)
 
 

@@ -12,7 +12,7 @@ import sys
 from typing import Any
 
 CASE_KEYS = ("db", "connections", "mode", "provider", "web_processes", "workers", "batch")
-FIGURE_SUFFIXES = ("_per_s", "_per_second", "_ms", "_mb")
+FIGURE_SUFFIXES = ("_per_s", "_per_second", "_ms", "_mb", "_pct")
 SKIP = ("ack_", "max_", "rss_mb_at_")
 
 
