@@ -8,7 +8,7 @@ Each case is a pair, the bare server then rampwatch right after it, repeated
 shared machine the ratio of one pair moves by about 0.05 from run to run, so the line gives
 the median of the pairs' ratios (and of their p99 ratios), every pair's figures in ``runs``.
 
-Load from ``wrk`` (2 threads, ``BENCH_INGEST_SECONDS`` per run, 6 by default), with a
+Load from ``wrk`` (2 threads, ``BENCH_INGEST_SECONDS`` per run, 5 by default), with a
 Lua script cycling ``BENCH_INGEST_BODIES`` (4,000) AliX IPN bodies signed beforehand, one
 per order. After each rampwatch run the server is stopped (its counts flushed), and the
 callback stream must hold exactly the number of callbacks the receiver accepted (its own
@@ -27,7 +27,6 @@ import os
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from statistics import median
 
@@ -46,11 +45,11 @@ from _stack import (
 )
 from redis import Redis
 
-from config.metrics import FLUSH_INTERVAL, key
+from config.metrics import key
 from devkit.localredis import PrivateRedis
 from workers.stream import STREAM
 
-SECONDS = int(os.environ.get("BENCH_INGEST_SECONDS", "6"))
+SECONDS = int(os.environ.get("BENCH_INGEST_SECONDS", "5"))
 REPEATS = int(os.environ.get("BENCH_INGEST_REPEATS", "3"))
 BODIES = int(os.environ.get("BENCH_INGEST_BODIES", "4000"))
 CONNECTIONS = (16, 64)
@@ -119,17 +118,13 @@ def wrk(url: str, connections: int, script: Path, bodies: Path) -> dict:
     }
 
 
-def serve(
-    proc: Proc, port: int, workers: int, connections: int, script: Path, bodies: Path, *, counts: bool
-) -> dict:
+def serve(proc: Proc, port: int, workers: int, connections: int, script: Path, bodies: Path) -> dict:
     url = f"http://127.0.0.1:{port}"
     try:
         wait_web(port, proc, workers)
         return wrk(f"{url}/webhooks/alixpay", connections, script, bodies)
     finally:
-        if counts and proc.alive():
-            time.sleep(FLUSH_INTERVAL + 0.5)  # the receiver's counts reach Redis (and on exit)
-        proc.stop()
+        proc.stop()  # each gunicorn worker flushes its counts to Redis as it exits
 
 
 def pair(
@@ -139,12 +134,12 @@ def pair(
     receiver's own count."""
     port = free_port()
     bare_proc = start_bare_web(env, folder, port, workers=workers)
-    bare = serve(bare_proc, port, workers, connections, script, bodies, counts=False)
+    bare = serve(bare_proc, port, workers, connections, script, bodies)
 
     redis.delete(STREAM, key("rampwatch_callbacks"))
     port = free_port()
     web_proc = start_web(env, folder, port, workers=workers, name=f"web-{connections}")
-    ours = serve(web_proc, port, workers, connections, script, bodies, counts=True)
+    ours = serve(web_proc, port, workers, connections, script, bodies)
     queued = redis.xlen(STREAM)
     accepted = int(redis.hget(key("rampwatch_callbacks"), "alixpay|accepted") or 0)
     redis.delete(STREAM, key("rampwatch_callbacks"))
