@@ -1,5 +1,5 @@
 """End to end: callback -> applied latency (p50, p99) at a steady ``BENCH_E2E_RATE``
-(200) callbacks/s for ``BENCH_E2E_SECONDS`` (20), through the Procfile's ``web`` line
+(200) callbacks/s for ``BENCH_E2E_SECONDS`` (15), through the Procfile's ``web`` line
 (gunicorn, ``$WEB_CONCURRENCY`` workers, else 2) and two ``rampwatch worker`` processes on
 one private Redis, on SQLite (and PostgreSQL when RAMPWATCH_TEST_POSTGRES_URL is set).
 
@@ -42,7 +42,7 @@ from orders.models import EventRecord, Order
 from workers.stream import EventStream
 
 RATE = float(os.environ.get("BENCH_E2E_RATE", "200"))
-SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "20"))
+SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "15"))
 DRAIN = float(os.environ.get("BENCH_E2E_DRAIN", "30"))
 WORKERS = 2
 
