@@ -236,15 +236,11 @@ class Store:
     def _existing(session: Session, keys: list[tuple[str, str]]) -> set[tuple[str, str]]:
         """Which of ``keys`` have a committed order row (read without locking)."""
         found: set[tuple[str, str]] = set()
-        by_provider: dict[str, list[str]] = {}
-        for provider, external_id in keys:
-            by_provider.setdefault(provider, []).append(external_id)
-        for provider, ids in by_provider.items():
-            for chunk in _chunks(ids, KEYS_PER_STATEMENT):
-                stmt = select(Order.external_order_id).where(
-                    Order.provider == provider, Order.external_order_id.in_(chunk)
-                )
-                found.update((provider, external_id) for external_id in session.scalars(stmt))
+        for provider, chunk in _key_chunks(keys):
+            stmt = select(Order.external_order_id).where(
+                Order.provider == provider, Order.external_order_id.in_(chunk)
+            )
+            found.update((provider, external_id) for external_id in session.scalars(stmt))
         return found
 
     @staticmethod
@@ -272,20 +268,16 @@ class Store:
         ``wait``, those another transaction holds are skipped."""
         found: dict[tuple[str, str], Order] = {}
         lock = session.bind.dialect.name != "sqlite"  # type: ignore[union-attr]
-        by_provider: dict[str, list[str]] = {}
-        for provider, external_id in keys:
-            by_provider.setdefault(provider, []).append(external_id)
-        for provider in sorted(by_provider):
-            for chunk in _chunks(sorted(by_provider[provider]), KEYS_PER_STATEMENT):
-                stmt = (
-                    select(Order)
-                    .where(Order.provider == provider, Order.external_order_id.in_(chunk))
-                    .order_by(Order.external_order_id)
-                )
-                if lock:
-                    stmt = stmt.with_for_update(skip_locked=not wait)
-                for order in session.scalars(stmt):
-                    found[(order.provider, order.external_order_id)] = order
+        for provider, chunk in _key_chunks(keys):
+            stmt = (
+                select(Order)
+                .where(Order.provider == provider, Order.external_order_id.in_(chunk))
+                .order_by(Order.external_order_id)
+            )
+            if lock:
+                stmt = stmt.with_for_update(skip_locked=not wait)
+            for order in session.scalars(stmt):
+                found[(order.provider, order.external_order_id)] = order
         return found
 
     def _apply_one(
@@ -916,6 +908,17 @@ def _adopt_lock_id(key: tuple[str, str]) -> int:
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
     for i in range(0, len(items), size):
         yield items[i : i + size]
+
+
+def _key_chunks(keys: Iterable[tuple[str, str]]) -> Iterable[tuple[str, Sequence[str]]]:
+    """Order keys as ``(provider, up to KEYS_PER_STATEMENT of its order ids)``, in key
+    order: for the statements that name a batch's orders."""
+    by_provider: dict[str, list[str]] = {}
+    for provider, external_id in keys:
+        by_provider.setdefault(provider, []).append(external_id)
+    for provider in sorted(by_provider):
+        for chunk in _chunks(sorted(by_provider[provider]), KEYS_PER_STATEMENT):
+            yield provider, chunk
 
 
 def bare_order(provider: str, external_order_id: str, now: datetime) -> dict[str, Any]:
