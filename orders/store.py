@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, delete, func, select, text, update
+from sqlalchemy import Engine, Select, and_, bindparam, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -79,6 +79,13 @@ class DueOrder:
     external_order_id: str
 
 
+_RECORDS = EventRecord.__table__
+# One more delivery (or several) of a recorded event, and when it was last seen.
+RECOUNT = (
+    update(_RECORDS)
+    .where(_RECORDS.c.id == bindparam("record_id"))
+    .values(seen_count=_RECORDS.c.seen_count + bindparam("more"), last_seen_at=bindparam("last"))
+)
 KEYS_PER_STATEMENT = 500  # orders named in one IN (...): well under SQLite's bound on parameters
 
 
@@ -88,6 +95,10 @@ class _OrderWork:
     history: list[Observation] = field(default_factory=list)
     # records added in this batch, by fingerprint (they have no id before the flush)
     pending: dict[str, EventRecord] = field(default_factory=dict)
+    # recorded events' last-seen times as read (``last_seen_at``, else ``received_at``), and
+    # the deliveries again this batch counts on them: record id -> [count, last seen]
+    last_seen: dict[int, datetime] = field(default_factory=dict)
+    recounts: dict[int, list[Any]] = field(default_factory=dict)
 
 
 class Store:
@@ -151,6 +162,7 @@ class Store:
                     continue
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(session, work, events[i], now, notices)
+            self._write_recounts(session, works.values())
             self._write_notifications(session, notices)
         done = [o for o in outcomes if o is not None]
         if done:
@@ -160,6 +172,18 @@ class Store:
                 except Exception:  # an observer never fails a write that committed
                     log.exception("store observer %s failed", name)
         return outcomes
+
+    @staticmethod
+    def _write_recounts(session: Session, works: Iterable[_OrderWork]) -> None:
+        """The counts of deliveries again on records committed before this batch, in one
+        statement run for each record (``_count_replay``); their orders' locks cover them."""
+        rows = [
+            {"record_id": record_id, "more": more, "last": last}
+            for work in works
+            for record_id, (more, last) in work.recounts.items()
+        ]
+        if rows:
+            session.connection().execute(RECOUNT, rows)
 
     @staticmethod
     def _write_notifications(session: Session, notices: list[Notification]) -> None:
@@ -219,7 +243,9 @@ class Store:
                 .order_by(EventRecord.order_id, EventRecord.id)
             )
             for r in rows:
-                works[by_id[r.order_id]].history.append(
+                work = works[by_id[r.order_id]]
+                work.last_seen[r.id] = r.last_seen_at or r.received_at
+                work.history.append(
                     Observation(
                         source=r.source,
                         provider_status=r.provider_status,
@@ -301,7 +327,7 @@ class Store:
             )
         work.history = remember(work.history, ev, decided)
         if decided.replay_of is not None:
-            self._count_replay(session, work, decided, ev)
+            self._count_replay(work, decided, ev)
             return self._outcome(ev, decided, order.id, replayed=True)
         covered = ev.covered("provider_status")
         record = EventRecord(
@@ -344,18 +370,21 @@ class Store:
         return self._outcome(ev, decided, order.id)
 
     @staticmethod
-    def _count_replay(session: Session, work: _OrderWork, decided: Plan, ev: Event) -> None:
+    def _count_replay(work: _OrderWork, decided: Plan, ev: Event) -> None:
         seen = decided.replay_of
         assert seen is not None
         # An answer fetched again is newer evidence of the same state; a callback
         # delivered again is not: it keeps the time it first arrived.
-        record = work.pending.get(seen.fingerprint) if seen.record_id is None else None
-        if record is None:
-            record = session.get(EventRecord, seen.record_id)
-            assert record is not None
-        record.seen_count += 1
-        last = record.last_seen_at or record.received_at
-        record.last_seen_at = max(last, ev.observed)
+        if seen.record_id is None:  # added by this batch: counted on the object
+            record = work.pending[seen.fingerprint]
+            record.seen_count += 1
+            record.last_seen_at = max(record.last_seen_at or record.received_at, ev.observed)
+            return
+        # Committed before: counted at the end of the batch with the others (``_write_recounts``),
+        # not read one by one (a read that also flushed what the batch had added so far).
+        count = work.recounts.setdefault(seen.record_id, [0, work.last_seen[seen.record_id]])
+        count[0] += 1
+        count[1] = max(count[1], ev.observed)
 
     @staticmethod
     def _outcome(ev: Event, decided: Plan, order_id: int, *, replayed: bool = False) -> Outcome:

@@ -6,6 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from config import PollPolicy
@@ -53,7 +54,7 @@ def ev(status: str | None, order: str = "o-1", source: str = "callback", amount:
         source=source,
         dedup_key=kw.pop("dedup_key", f"status:{status}" if status else "create"),
         raw_body=kw.pop("raw_body", f'{{"status":"{status}"}}'),
-        received_at=datetime(2026, 1, 1, tzinfo=UTC).isoformat(),
+        received_at=kw.pop("received_at", datetime(2026, 1, 1, tzinfo=UTC).isoformat()),
         verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
         fiat_amount=amount,
         covers=kw.pop("covers", COVERS_ALL),
@@ -319,3 +320,44 @@ def test_a_lookup_of_an_id_no_order_can_have_finds_nothing(store: Store, odd: st
     assert store.order_view("alixpay", odd) is None and store.order_ref("alixpay", odd) is None
     assert store.external_id_for("alixpay", odd) is None
     assert store.is_open("alixpay", "o-1") is True
+
+
+def test_deliveries_again_are_counted_in_statements_that_do_not_grow_with_them(store: Store) -> None:
+    """A batch of deliveries again of recorded events counts them on their records without a
+    read of each record (which also flushed what the batch had added so far): the statements
+    a batch sends do not grow with its replays, and each count and last-seen time is right."""
+
+    def first(n: int) -> list[Event]:
+        return [ev("PROCESSING_TOKEN_TRANSFER", order=f"r-{n}-{i}") for i in range(n)]
+
+    def again(n: int, at: str) -> list[Event]:
+        return [
+            ev("PROCESSING_TOKEN_TRANSFER", order=f"r-{n}-{i}", received_at=at)  # twice each
+            for i in range(n)
+            for _ in range(2)
+        ] + [ev("PROCESSING_TOKEN_TRANSFER", order=f"r-{n}-0", received_at="2025-12-31T00:00:00+00:00")]
+
+    sent: list[str] = []
+
+    def grab(conn, cursor, statement, parameters, context, many) -> None:
+        sent.append(statement)
+
+    counts = {}
+    for n in (1, 12):
+        store.apply(first(n))
+        sent.clear()
+        sa_event.listen(store.engine, "before_cursor_execute", grab)
+        try:
+            outcomes = store.apply(again(n, "2026-01-01T00:05:00+00:00"))
+        finally:
+            sa_event.remove(store.engine, "before_cursor_execute", grab)
+        assert all(o.replayed and o.decision is Decision.DUPLICATE for o in outcomes)
+        counts[n] = len(sent)
+    assert counts[12] == counts[1], counts
+    assert sum(s.lstrip().startswith("UPDATE events ") for s in sent) == 1, sent
+    for i in range(12):
+        (record,) = store.order_view("alixpay", f"r-12-{i}").events
+        # Counted three times (once more for r-12-0); last seen at the latest delivery,
+        # not moved back by the one that arrived with an earlier time.
+        assert record.seen_count == (4 if i == 0 else 3)
+        assert record.last_seen_at == datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
