@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Select, and_, bindparam, delete, func, select, text, update
+from sqlalchemy import Engine, Select, and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session, selectinload
 
@@ -93,12 +93,47 @@ KEYS_PER_STATEMENT = 500  # orders named in one IN (...): well under SQLite's bo
 class _OrderWork:
     order: Order
     history: list[Observation] = field(default_factory=list)
-    # records added in this batch, by fingerprint (they have no id before the flush)
-    pending: dict[str, EventRecord] = field(default_factory=dict)
+    # the rows of records this batch adds, by fingerprint (written at its end: ``_Writes``)
+    pending: dict[str, dict[str, Any]] = field(default_factory=dict)
     # recorded events' last-seen times as read (``last_seen_at``, else ``received_at``), and
     # the deliveries again this batch counts on them: record id -> [count, last seen]
     last_seen: dict[int, datetime] = field(default_factory=dict)
     recounts: dict[int, list[Any]] = field(default_factory=dict)
+
+
+@dataclass
+class _Writes:
+    """The rows a transaction inserts in its events and outbox tables, written together near
+    its end, each table by one statement run for every row (the driver's executemany): the
+    ORM's unit of work cost more than the writer's decisions, per event."""
+
+    records: list[dict[str, Any]] = field(default_factory=list)
+    # the anomalies the records raised: (the record's index in ``records``, the row)
+    anomalies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    notices: list[dict[str, Any]] = field(default_factory=list)
+
+    def write_records(self, session: Session) -> None:
+        """The records, in the order they were decided (their ids keep it), and their
+        anomalies. Only a batch with anomalies asks for the records' ids back."""
+        if not self.records:
+            return
+        table = EventRecord.__table__
+        if not self.anomalies:
+            session.connection().execute(insert(table), self.records)
+            return
+        stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
+        ids = session.connection().execute(stmt, self.records).scalars().all()
+        rows = [{**row, "event_id": ids[index]} for index, row in self.anomalies]
+        session.connection().execute(insert(Anomaly.__table__), rows)
+
+    def write_notices(self, session: Session) -> None:
+        """The outbox rows, written last (see ``FEED_LOCK``)."""
+        if not self.notices:
+            return
+        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
+            # SQLite has one writer at a time already.
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
+        session.connection().execute(insert(Notification.__table__), self.notices)
 
 
 class Store:
@@ -153,7 +188,7 @@ class Store:
         for i, ev in enumerate(events):
             by_order.setdefault(ev.order_key, []).append(i)
         outcomes: list[Outcome | None] = [None] * len(events)
-        notices: list[Notification] = []
+        writes = _Writes()
         with self.sessions.begin() as session:
             works = self._lock_or_adopt(session, sorted(by_order), now, wait=wait)
             for key in sorted(by_order):
@@ -161,9 +196,10 @@ class Store:
                 if work is None:  # another transaction is writing this order (wait=False)
                     continue
                 for i in by_order[key]:
-                    outcomes[i] = self._apply_one(session, work, events[i], now, notices)
+                    outcomes[i] = self._apply_one(work, events[i], now, writes)
+            writes.write_records(session)
             self._write_recounts(session, works.values())
-            self._write_notifications(session, notices)
+            writes.write_notices(session)
         done = [o for o in outcomes if o is not None]
         if done:
             for name, observe in self.observers.items():
@@ -184,16 +220,6 @@ class Store:
         ]
         if rows:
             session.connection().execute(RECOUNT, rows)
-
-    @staticmethod
-    def _write_notifications(session: Session, notices: list[Notification]) -> None:
-        """The outbox rows of this transaction, written last (see ``FEED_LOCK``)."""
-        if not notices:
-            return
-        if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
-            # SQLite has one writer at a time already.
-            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
-        session.add_all(notices)
 
     def _lock_or_adopt(
         self, session: Session, keys: list[tuple[str, str]], now: datetime, *, wait: bool = True
@@ -306,9 +332,7 @@ class Store:
                 found[(order.provider, order.external_order_id)] = order
         return found
 
-    def _apply_one(
-        self, session: Session, work: _OrderWork, ev: Event, now: datetime, notices: list[Notification]
-    ) -> Outcome:
+    def _apply_one(self, work: _OrderWork, ev: Event, now: datetime, writes: _Writes) -> Outcome:
         order = work.order
         decided = plan(
             _facts(order), work.history, ev, self.status_maps[ev.provider], self._policy(ev.provider), now
@@ -320,7 +344,7 @@ class Store:
             order.status_at = now
             order.stuck_at = None
             order.stuck_reason = None
-            notices.append(
+            writes.notices.append(
                 notification(
                     order, STATUS_CHANGED, now, previous_status=decided.before.value, source=ev.source
                 )
@@ -330,7 +354,7 @@ class Store:
             self._count_replay(work, decided, ev)
             return self._outcome(ev, decided, order.id, replayed=True)
         covered = ev.covered("provider_status")
-        record = EventRecord(
+        record = dict(
             order_id=order.id,
             provider=ev.provider,
             source=ev.source,
@@ -353,18 +377,18 @@ class Store:
             claimed_status=ev.claimed_status or (None if covered else ev.provider_status),
             covers=",".join(ev.covers or ()) or None,
         )
-        session.add(record)
-        work.pending[record.fingerprint] = record
-        if decided.anomalies:
-            session.flush()  # the anomaly rows need the event's id; otherwise inserts batch at commit
+        work.pending[record["fingerprint"]] = record
+        writes.records.append(record)
         for kind, detail in decided.anomalies:
-            session.add(
-                Anomaly(
-                    order_id=order.id,
-                    event_id=record.id,
-                    kind=kind,
-                    detail=json.dumps(detail, sort_keys=True),
-                    created_at=now,
+            writes.anomalies.append(
+                (
+                    len(writes.records) - 1,
+                    {
+                        "order_id": order.id,
+                        "kind": kind,
+                        "detail": json.dumps(detail, sort_keys=True),
+                        "created_at": now,
+                    },
                 )
             )
         return self._outcome(ev, decided, order.id)
@@ -375,10 +399,10 @@ class Store:
         assert seen is not None
         # An answer fetched again is newer evidence of the same state; a callback
         # delivered again is not: it keeps the time it first arrived.
-        if seen.record_id is None:  # added by this batch: counted on the object
+        if seen.record_id is None:  # added by this batch: counted on its row
             record = work.pending[seen.fingerprint]
-            record.seen_count += 1
-            record.last_seen_at = max(record.last_seen_at or record.received_at, ev.observed)
+            record["seen_count"] += 1
+            record["last_seen_at"] = max(record["last_seen_at"], ev.observed)
             return
         # Committed before: counted at the end of the batch with the others (``_write_recounts``),
         # not read one by one (a read that also flushed what the batch had added so far).
@@ -447,7 +471,7 @@ class Store:
         now = self.clock()
         flagged: list[DueOrder] = []
         with self.sessions.begin() as session:
-            notices: list[Notification] = []
+            writes = _Writes()
             for provider in sorted(self.status_maps):
                 for status, seconds in self._policy(provider).stuck_after:
                     if len(flagged) >= limit:
@@ -468,7 +492,7 @@ class Store:
                     for order in session.scalars(stmt).all():
                         order.stuck_at = now
                         order.stuck_reason = self._stuck_reason(session, order, seconds, now)
-                        notices.append(
+                        writes.notices.append(
                             notification(
                                 order,
                                 STUCK,
@@ -479,7 +503,7 @@ class Store:
                             )
                         )
                         flagged.append(DueOrder(order.provider, order.external_order_id))
-            self._write_notifications(session, notices)
+            writes.write_notices(session)
         return flagged
 
     @staticmethod
@@ -968,23 +992,23 @@ def bare_order(provider: str, external_order_id: str, now: datetime) -> dict[str
     )
 
 
-def notification(order: Order, kind: str, now: datetime, **extra: Any) -> Notification:
-    """An outbox row telling the partner of ``order`` as it stands now.
+def notification(order: Order, kind: str, now: datetime, **extra: Any) -> dict[str, Any]:
+    """The outbox row (its columns) telling the partner of ``order`` as it stands now.
 
     The order's columns hold only what a signature or a verified answer covered
     (``orders.plan``), so the body carries nothing else (the API's order view
     shows the same fields). ``extra`` adds to ``data``."""
     data = {**order_head(order), **extra}
     body = {"type": kind, "timestamp": now.isoformat(), "data": data}
-    return Notification(
-        order_id=order.id,
-        kind=kind,
-        version=order.version,
-        body=json.dumps(body, separators=(",", ":")),
-        created_at=now,
-        attempts=0,
-        next_attempt_at=now,
-    )
+    return {
+        "order_id": order.id,
+        "kind": kind,
+        "version": order.version,
+        "body": json.dumps(body, separators=(",", ":")),
+        "created_at": now,
+        "attempts": 0,
+        "next_attempt_at": now,
+    }
 
 
 def _iso(value: datetime | None) -> str | None:

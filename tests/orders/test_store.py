@@ -361,3 +361,37 @@ def test_deliveries_again_are_counted_in_statements_that_do_not_grow_with_them(s
         # not moved back by the one that arrived with an earlier time.
         assert record.seen_count == (4 if i == 0 else 3)
         assert record.last_seen_at == datetime(2026, 1, 1, 0, 5, tzinfo=UTC)
+
+
+def test_a_batch_with_an_anomaly_midway_records_its_events_in_the_order_decided(store: Store) -> None:
+    """The event with an anomaly is written at once (its anomaly row needs its id), after
+    those decided before it, so every record's id keeps the batch's order of decisions, and
+    a delivery again of a record written earlier in the batch is counted on it."""
+    store.apply([ev("AWAITING_PAYMENT", order="m-0", amount="100000")])
+    outs = store.apply(
+        [
+            ev("AWAITING_PAYMENT", order="m-1", amount="100000"),
+            ev("PAYMENT_COMPLETED", order="m-0", amount="100000"),
+            ev("PROCESSING_TOKEN_TRANSFER", order="m-0", amount="90000"),
+            ev("PAYMENT_COMPLETED", order="m-0", amount="100000"),  # the same delivery again
+            ev("SUCCESS", order="m-0", amount="100000"),
+            ev("PAYMENT_COMPLETED", order="m-1", amount="100000"),
+        ]
+    )
+    assert [o.anomalies for o in outs] == [(), (), ("amount_mismatch",), (), (), ()]
+    assert outs[3].replayed
+    order = store.order_view("alixpay", "m-0")
+    assert [(e.provider_status, e.seen_count) for e in order.events] == [
+        ("AWAITING_PAYMENT", 1),
+        ("PAYMENT_COMPLETED", 2),
+        ("PROCESSING_TOKEN_TRANSFER", 1),
+        ("SUCCESS", 1),
+    ]
+    ids = [e.id for e in order.events]
+    assert ids == sorted(ids)
+    (anomaly,) = order.anomalies
+    assert anomaly.event_id == order.events[2].id
+    other = store.order_view("alixpay", "m-1")
+    # m-0's events were decided first (orders in key order), m-1's after them.
+    assert min(e.id for e in other.events) > max(ids)
+    assert [e.provider_status for e in other.events] == ["AWAITING_PAYMENT", "PAYMENT_COMPLETED"]
