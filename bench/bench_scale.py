@@ -15,7 +15,10 @@ service is measured on). Throughput is callbacks per second from the first send 
 store holds every delivery.
 
 Beside it, what bounds it: the share of CPU time the machine left idle during the run
-(``cpu_idle_pct``: none left means the cores, not the design, are the limit), and how
+(``cpu_idle_pct``: none left means the cores, not the design, are the limit; the 2 + 4
+line's ``ratio_the_cpu_allows`` is the most it could reach at the baseline's cost per
+callback once the baseline's idle share is used too), the CPU time of every process on the
+machine per callback (``cpu_per_callback_ms``: what more processes cost), and how
 often PostgreSQL's active backends were found waiting on a lock (``db_lock_wait_pct``, by
 kind in ``db_lock_waits``): consumers serialised on each other's rows show here.
 
@@ -194,11 +197,14 @@ class Watch:
         self.thread.join(5)
         idle, total = cpu_times()
         self.idle_share = (idle - self.cpu[0]) / max(1, total - self.cpu[1])
+        self.busy_seconds = ((total - self.cpu[1]) - (idle - self.cpu[0])) / os.sysconf("SC_CLK_TCK")
         self.engine.dispose()
 
-    def figures(self) -> dict:
+    def figures(self, callbacks: int) -> dict:
         return {
             "cpu_idle_pct": round(100 * self.idle_share, 1),
+            # Every process's CPU time (ours, wrk, Redis, PostgreSQL) per callback.
+            "cpu_per_callback_ms": round(1000 * self.busy_seconds / max(1, callbacks), 3),
             "db_backend_samples": self.active,
             "db_lock_wait_pct": round(100 * sum(self.waits.values()) / max(1, self.active), 1),
             "db_lock_waits": dict(self.waits),
@@ -270,7 +276,7 @@ def phase(
         "callbacks_per_s": round(sent.accepted / seconds, 1),
         "all_answered_after_s": round(sent.seconds, 2),  # the web side's share of the time
         "dead_letters": depths["callbacks_dead"],
-        **watch.figures(),
+        **watch.figures(sent.accepted),
         "violations": dict(violations),
         "violation_examples": examples,
         "exit_codes": codes,
@@ -285,7 +291,14 @@ def phase(
     }
 
 
-RUN_FIGURES = ("callbacks_per_s", "seconds", "all_answered_after_s", "cpu_idle_pct", "db_lock_wait_pct")
+RUN_FIGURES = (
+    "callbacks_per_s",
+    "seconds",
+    "all_answered_after_s",
+    "cpu_idle_pct",
+    "cpu_per_callback_ms",
+    "db_lock_wait_pct",
+)
 
 
 def summary(runs: list[dict]) -> dict:
@@ -341,9 +354,15 @@ def main() -> None:
                 run["callbacks_per_s"] / base["callbacks_per_s"] if base["callbacks_per_s"] else 0.0
                 for run, base in zip(done, baseline, strict=True)
             )
+            base = summary(baseline)
             line.update(
                 baseline="1 web + 1 worker, run just before each",
-                baseline_callbacks_per_s=summary(baseline)["callbacks_per_s"],
+                baseline_callbacks_per_s=base["callbacks_per_s"],
+                baseline_cpu_idle_pct=base["cpu_idle_pct"],
+                baseline_cpu_per_callback_ms=base["cpu_per_callback_ms"],
+                # The most any configuration could reach on this machine at the baseline's
+                # CPU cost per callback: what the baseline left idle, used too.
+                ratio_the_cpu_allows=round(100 / max(1.0, 100 - base["cpu_idle_pct"]), 2),
                 ratio=round(ratio, 2),
                 targets={"grows": ratio > 1.0},
             )
