@@ -208,3 +208,20 @@ def test_the_readme_links_the_docs() -> None:
     assert "docs/architecture.md" in targets
     assert "docs/providers.md" in targets
     assert ARCHITECTURE_DOC.exists() and PROVIDERS_DOC.exists()
+
+
+def test_the_readme_opens_with_its_title_and_the_two_commands() -> None:
+    """The README's first lines: the title, then exactly ``make run`` and ``make test``, the
+    two commands that work on a fresh machine (a scripted edit once put a paragraph of the
+    performance section above them); and ``make bench``'s table sits in its own section."""
+    lines = README.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "# rampwatch"
+    block = []
+    for line in lines[2:]:
+        if not line.startswith("    "):
+            break
+        block.append(line.split("#", 1)[0].strip())
+    assert block == ["make run", "make test"], lines[:6]
+    text = README.read_text(encoding="utf-8")
+    soak, perf = text.index("rampwatch soak:"), text.index("## Performance")
+    assert soak < perf and "bench             | case" not in text[:perf]
