@@ -95,45 +95,48 @@ class _OrderWork:
     history: list[Observation] = field(default_factory=list)
     # the rows of records this batch adds, by fingerprint (written at its end: ``_Writes``)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
-    # recorded events' last-seen times as read (``last_seen_at``, else ``received_at``), and
-    # the deliveries again this batch counts on them: record id -> [count, last seen]
+    # recorded events' last-seen times as read (``last_seen_at``, else ``received_at``)
     last_seen: dict[int, datetime] = field(default_factory=dict)
-    recounts: dict[int, list[Any]] = field(default_factory=dict)
 
 
 @dataclass
 class _Writes:
-    """The rows a transaction inserts in its events and outbox tables, written together near
-    its end, each table by one statement run for every row (the driver's executemany): the
-    ORM's unit of work cost more than the writer's decisions, per event."""
+    """What a transaction writes in the events and outbox tables, gathered as it decides and
+    written together at its end (``write``), each kind by one statement run for every row
+    (the driver's executemany): the ORM's unit of work cost more than the writer's
+    decisions, per event, and a read of each repeated record more still."""
 
     records: list[dict[str, Any]] = field(default_factory=list)
     # the anomalies the records raised: (the record's index in ``records``, the row)
     anomalies: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
+    # deliveries again of records committed before: record id -> [count, last seen]
+    recounts: dict[int, list[Any]] = field(default_factory=dict)
     notices: list[dict[str, Any]] = field(default_factory=list)
 
-    def write_records(self, session: Session) -> None:
+    def write(self, session: Session) -> None:
         """The records, in the order they were decided (their ids keep it), and their
-        anomalies. Only a batch with anomalies asks for the records' ids back."""
-        if not self.records:
-            return
-        table = EventRecord.__table__
-        if not self.anomalies:
-            session.connection().execute(insert(table), self.records)
-            return
-        stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
-        ids = session.connection().execute(stmt, self.records).scalars().all()
-        rows = [{**row, "event_id": ids[index]} for index, row in self.anomalies]
-        session.connection().execute(insert(Anomaly.__table__), rows)
-
-    def write_notices(self, session: Session) -> None:
-        """The outbox rows, written last (see ``FEED_LOCK``)."""
+        anomalies (only then are the records' ids asked back); the counts on older records
+        (their orders' locks cover them); the outbox rows last (see ``FEED_LOCK``)."""
+        connection = session.connection()
+        if self.records and not self.anomalies:
+            connection.execute(insert(_RECORDS), self.records)
+        elif self.records:
+            stmt = insert(_RECORDS).returning(_RECORDS.c.id, sort_by_parameter_order=True)
+            ids = connection.execute(stmt, self.records).scalars().all()
+            rows = [{**row, "event_id": ids[index]} for index, row in self.anomalies]
+            connection.execute(insert(Anomaly.__table__), rows)
+        if self.recounts:
+            rows = [
+                {"record_id": record_id, "more": more, "last": last}
+                for record_id, (more, last) in self.recounts.items()
+            ]
+            connection.execute(RECOUNT, rows)
         if not self.notices:
             return
         if session.bind.dialect.name == "postgresql":  # type: ignore[union-attr]
             # SQLite has one writer at a time already.
             session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": FEED_LOCK})
-        session.connection().execute(insert(Notification.__table__), self.notices)
+        connection.execute(insert(Notification.__table__), self.notices)
 
 
 class Store:
@@ -197,9 +200,7 @@ class Store:
                     continue
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(work, events[i], now, writes)
-            writes.write_records(session)
-            self._write_recounts(session, works.values())
-            writes.write_notices(session)
+            writes.write(session)
         done = [o for o in outcomes if o is not None]
         if done:
             for name, observe in self.observers.items():
@@ -208,18 +209,6 @@ class Store:
                 except Exception:  # an observer never fails a write that committed
                     log.exception("store observer %s failed", name)
         return outcomes
-
-    @staticmethod
-    def _write_recounts(session: Session, works: Iterable[_OrderWork]) -> None:
-        """The counts of deliveries again on records committed before this batch, in one
-        statement run for each record (``_count_replay``); their orders' locks cover them."""
-        rows = [
-            {"record_id": record_id, "more": more, "last": last}
-            for work in works
-            for record_id, (more, last) in work.recounts.items()
-        ]
-        if rows:
-            session.connection().execute(RECOUNT, rows)
 
     def _lock_or_adopt(
         self, session: Session, keys: list[tuple[str, str]], now: datetime, *, wait: bool = True
@@ -351,7 +340,7 @@ class Store:
             )
         work.history = remember(work.history, ev, decided)
         if decided.replay_of is not None:
-            self._count_replay(work, decided, ev)
+            self._count_replay(work, writes, decided, ev)
             return self._outcome(ev, decided, order.id, replayed=True)
         covered = ev.covered("provider_status")
         record = dict(
@@ -394,7 +383,7 @@ class Store:
         return self._outcome(ev, decided, order.id)
 
     @staticmethod
-    def _count_replay(work: _OrderWork, decided: Plan, ev: Event) -> None:
+    def _count_replay(work: _OrderWork, writes: _Writes, decided: Plan, ev: Event) -> None:
         seen = decided.replay_of
         assert seen is not None
         # An answer fetched again is newer evidence of the same state; a callback
@@ -404,9 +393,9 @@ class Store:
             record["seen_count"] += 1
             record["last_seen_at"] = max(record["last_seen_at"], ev.observed)
             return
-        # Committed before: counted at the end of the batch with the others (``_write_recounts``),
+        # Committed before: counted at the end of the batch with the others (``_Writes``),
         # not read one by one (a read that also flushed what the batch had added so far).
-        count = work.recounts.setdefault(seen.record_id, [0, work.last_seen[seen.record_id]])
+        count = writes.recounts.setdefault(seen.record_id, [0, work.last_seen[seen.record_id]])
         count[0] += 1
         count[1] = max(count[1], ev.observed)
 
@@ -503,7 +492,7 @@ class Store:
                             )
                         )
                         flagged.append(DueOrder(order.provider, order.external_order_id))
-            writes.write_notices(session)
+            writes.write(session)
         return flagged
 
     @staticmethod
