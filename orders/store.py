@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import zlib
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,6 +31,7 @@ from typing import Any
 
 from sqlalchemy import Engine, Select, and_, bindparam, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, selectinload
 
 from config import PollPolicy
@@ -139,6 +141,63 @@ class _Writes:
         connection.execute(insert(Notification.__table__), self.notices)
 
 
+class FreshTables:
+    """A new PostgreSQL deployment's tables analysed as soon as they hold enough to plan by.
+
+    Until its first ``ANALYZE``, PostgreSQL plans a table from guesses: a batch's lock of
+    its orders then read every order of the provider through any index that leads with
+    ``provider`` (``ix_orders_stuck_due``), filtering them, so that each batch cost more
+    than the one before (``bench_drain``: 1,128 events/s on PostgreSQL against 1,683 once
+    analysed). Autovacuum analyses a new table only at its next round (a minute by
+    default), and a backlog drained meanwhile pays for it. So once this process has
+    adopted ``AFTER`` orders, it analyses ``orders`` and ``events`` itself if nothing has
+    yet; once per process, and never on SQLite (whose planner picks the unique index
+    without statistics). Where the database user may not (not the tables' owner), a
+    warning says so and autovacuum's round stays the remedy."""
+
+    AFTER = 1000
+    TABLES = ("orders", "events")
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.pending = engine.dialect.name == "postgresql"
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def adopted(self, n: int) -> None:
+        if self.pending:
+            with self.lock:
+                self.count += n
+
+    def analyze_when_due(self) -> None:
+        if not self.pending or self.count < self.AFTER:
+            return
+        with self.lock:
+            if not self.pending:
+                return
+            self.pending = False
+        try:
+            with self.engine.connect() as conn:
+                never = conn.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_stat_user_tables WHERE relid = CAST(:name AS regclass)"
+                        " AND last_analyze IS NULL AND last_autoanalyze IS NULL"
+                    ),
+                    {"name": "orders"},
+                )
+                if never:
+                    for table in self.TABLES:
+                        conn.execute(text(f"ANALYZE {table}"))
+                    conn.commit()
+                    log.info(
+                        "analysed the new tables %s after %d adopted orders",
+                        ", ".join(self.TABLES),
+                        self.count,
+                    )
+        except SQLAlchemyError as exc:
+            log.warning("could not analyse the new tables (autovacuum will): %s", type(exc).__name__)
+
+
 class Store:
     """The order store. Collaborators come through the constructor."""
 
@@ -154,6 +213,7 @@ class Store:
         self.status_maps = status_maps
         self.poll_policies = poll_policies
         self.clock = clock
+        self.fresh = FreshTables(engine)
         # Told of every committed batch's outcomes (metrics), by name; one failing is logged.
         self.observers: dict[str, Callable[[Sequence[Outcome]], None]] = {}
 
@@ -201,6 +261,7 @@ class Store:
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(work, events[i], now, writes)
             writes.write(session)
+        self.fresh.analyze_when_due()
         done = [o for o in outcomes if o is not None]
         if done:
             for name, observe in self.observers.items():
@@ -236,6 +297,7 @@ class Store:
                 index_elements=["provider", "external_order_id"]
             )
             session.connection().execute(stmt, [bare_order(p, o, now) for p, o in missing])
+            self.fresh.adopted(len(missing))
             orders.update(self._locked(session, missing, wait=wait))
             assert not wait or all(key in orders for key in missing)
         by_id = {order.id: key for key, order in orders.items()}
