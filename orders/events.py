@@ -168,8 +168,7 @@ class Event:
             raise BadEventPayload(f"unsupported event version {version!r} (this release reads {readable})")
         if version == 1:
             data = _from_v1(data)
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - names
+        unknown = data.keys() - _FIELD_SET
         if unknown:
             raise BadEventPayload(f"unknown event fields: {', '.join(sorted(unknown))}")
         try:
@@ -189,6 +188,7 @@ class Event:
 
 
 _FIELD_NAMES = tuple(f.name for f in dataclasses.fields(Event))
+_FIELD_SET = frozenset(_FIELD_NAMES)
 
 
 def _from_v1(data: Mapping[str, Any]) -> dict[str, Any]:
