@@ -1,16 +1,34 @@
-"""What several test modules need to drive orders: a valid creation request per provider
-and, on the whole stack, Changelly's callback-then-poll settling. Importable from any
+"""What several test modules need to drive orders: a verified AliX callback event, a valid
+creation request per provider and, on the whole stack, Changelly's callback-then-poll settling. Importable from any
 test as ``scenarios`` (the tests folder is on sys.path)."""
 
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import Any
 
 from rq.registry import ScheduledJobRegistry
 from rq.serializers import JSONSerializer
 
+from orders.events import COVERS_ALL, Event
 from workers.queue import POLLS
+
+
+def alixpay_callback(status: str, order: str = "o-1", body: str | None = None) -> Event:
+    """A verified AliX IPN of ``order`` at ``status``, as the receiver queues it."""
+    return Event(
+        provider="alixpay",
+        external_order_id=order,
+        provider_status=status,
+        source="callback",
+        dedup_key=f"status:{status}",
+        raw_body=body or f'{{"externalOrderId":"{order}","status":"{status}"}}',
+        received_at=datetime.now(UTC).isoformat(),
+        verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
+        fiat_amount="100000",
+        covers=COVERS_ALL,
+    )
 
 
 def alixpay_sell(order_id: str, **extra: Any) -> dict[str, Any]:

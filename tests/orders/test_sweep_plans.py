@@ -15,10 +15,10 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from scenarios import alixpay_callback
 from sqlalchemy import event, insert, text
 
 from orders.db import make_engine
-from orders.events import COVERS_ALL, Event
 from orders.models import Order
 from orders.providers import STATUS_MAPS
 from orders.store import Store
@@ -96,20 +96,6 @@ def test_the_sweeps_queries_read_the_open_orders_indexes(database_url: str) -> N
         store.engine.dispose()
 
 
-def arrived(order: str, status: str) -> Event:
-    return Event(
-        provider="alixpay",
-        external_order_id=order,
-        provider_status=status,
-        source="callback",
-        dedup_key=f"status:{status}",
-        raw_body=f'{{"externalOrderId":"{order}","status":"{status}"}}',
-        received_at=datetime.now(UTC).isoformat(),
-        verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
-        covers=COVERS_ALL,
-    )
-
-
 def test_a_new_store_locks_a_batchs_orders_through_the_unique_index(database_url: str) -> None:
     """A new deployment's tables have no statistics until autovacuum's first round (a
     minute by default). Before: PostgreSQL then read a batch's orders through an index on
@@ -120,9 +106,11 @@ def test_a_new_store_locks_a_batchs_orders_through_the_unique_index(database_url
     try:
         orders = [f"fresh-{i:05}" for i in range(1100)]  # FreshTables.AFTER and more
         for start in range(0, len(orders), 100):
-            store.apply([arrived(order, "AWAITING_PAYMENT") for order in orders[start : start + 100]])
+            store.apply(
+                [alixpay_callback("AWAITING_PAYMENT", order) for order in orders[start : start + 100]]
+            )
         with captured(store) as reads:
-            outcomes = store.apply([arrived(order, "PAYMENT_COMPLETED") for order in orders[::11]])
+            outcomes = store.apply([alixpay_callback("PAYMENT_COMPLETED", order) for order in orders[::11]])
         assert {o.decision.value for o in outcomes} == {"applied"}
         (lock,) = [r for r in reads if "status_at" in r[0]]  # the one that reads whole orders
         plan = plan_of(store, *lock)

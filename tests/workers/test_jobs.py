@@ -14,9 +14,9 @@ from rq import Queue
 from rq.job import Job, JobStatus
 from rq.registry import FailedJobRegistry
 from rq.serializers import JSONSerializer
+from scenarios import alixpay_callback
 
 from config import Settings
-from orders.events import COVERS_ALL, Event
 from workers.clock import Clock
 from workers.queue import APPLY_JOB, EVENTS, POLLS, Queues
 from workers.services import Services, build_services
@@ -46,19 +46,7 @@ def runtime(database_url: str, redis: Redis, keys: Keys):
     rt.store.engine.dispose()
 
 
-def event(status: str, order: str = "o-1", body: str | None = None) -> Event:
-    return Event(
-        provider="alixpay",
-        external_order_id=order,
-        provider_status=status,
-        source="callback",
-        dedup_key=f"status:{status}",
-        raw_body=body or f'{{"externalOrderId":"{order}","status":"{status}"}}',
-        received_at=datetime.now(UTC).isoformat(),
-        verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
-        fiat_amount="100000",
-        covers=COVERS_ALL,
-    )
+event = alixpay_callback
 
 
 def work(rt: Services) -> None:
