@@ -20,10 +20,11 @@ from notify_receiver import OK, Arrival, PartnerReceiver
 from redis import Redis
 from rq.job import Job, JobStatus
 from rq.serializers import JSONSerializer
+from scenarios import alixpay_callback
 from sqlalchemy import select
 
 from config import Named, Settings
-from orders.events import COVERS_ALL, Event
+from orders.events import Event
 from orders.models import Notification
 from workers import jobs
 from workers.notify import Deliverer, retry_delay
@@ -72,18 +73,8 @@ def runtime(database_url: str, redis: Redis, keys: Keys, partner: PartnerReceive
 
 
 def event(status: str, order: str = "o-1") -> Event:
-    return Event(
-        provider="alixpay",
-        external_order_id=order,
-        provider_status=status,
-        source="callback",
-        dedup_key=f"status:{status}",
-        raw_body=f'{{"externalOrderId":"{order}","status":"{status}","n":{time.time_ns()}}}',
-        received_at=datetime.now(UTC).isoformat(),
-        verified_by="ALIXPAY_PUBLIC_KEY+ALIXPAY_SECRET_KEY",
-        fiat_amount="100000",
-        covers=COVERS_ALL,
-    )
+    body = f'{{"externalOrderId":"{order}","status":"{status}","n":{time.time_ns()}}}'
+    return alixpay_callback(status, order, body)
 
 
 def work(rt: Services) -> None:
