@@ -5,7 +5,10 @@
   each test.
 * ``database_url``: a migrated SQLite file per test, and, when
   ``RAMPWATCH_TEST_POSTGRES_URL`` is set, the same tests again on PostgreSQL in
-  a schema of their own (dropped afterwards).
+  a schema of their own (dropped afterwards). The migrations run once per session
+  and database (``migrated_sqlite``, ``migrated_postgres``); each test gets a copy
+  of the migrated file, or the migrations' statements run again in its schema:
+  Alembic's own run cost 0.05 s (SQLite) and 0.22 s (PostgreSQL) a test.
 * ``keys``: RSA key pairs made once per session (AliX's and ours).
 """
 
@@ -13,6 +16,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,13 +30,14 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPrivateKey, RSAPublicKey
 from recorders import WsgiLoopback
 from redis import Redis
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, event, text
 
 from config import Named, PollPolicy, Settings
 from devkit.alixpay.sandbox import AlixSandbox
 from devkit.changelly.sandbox import ChangellySandbox
 from devkit.fuspay.sandbox import FuspaySandbox
 from devkit.localredis import PrivateRedis
+from orders.db import make_engine
 from orders.events import Event
 from orders.migrate import upgrade
 from orders.providers import build_adapters
@@ -78,21 +83,68 @@ def _pg_url(schema: str) -> str:
     return f"{base}{sep}options=-csearch_path%3D{schema}"
 
 
+@pytest.fixture(scope="session")
+def migrated_sqlite(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A SQLite file at the newest revision, for tests to copy."""
+    path = tmp_path_factory.mktemp("migrated") / "rampwatch.sqlite3"
+    engine = make_engine(f"sqlite:///{path}")
+    upgrade(engine)
+    engine.dispose()  # the last connection closed: the WAL is checkpointed into the file
+    assert not path.with_name(path.name + "-wal").exists()
+    return path
+
+
+@pytest.fixture(scope="session")
+def migrated_postgres() -> list[tuple[str, Any]]:
+    """The statements the migrations send to a new PostgreSQL schema (all but reads),
+    recorded once, for each test's schema to run again. Unqualified, they land in the
+    schema of the connection's search path."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(_pg_url("public"))
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = create_engine(_pg_url(schema))
+    sent: list[tuple[str, Any]] = []
+
+    def grab(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
+        assert not many, statement  # no migration sends one statement for many rows
+        if not statement.lstrip().upper().startswith(("SELECT", "SHOW")):
+            sent.append((statement, parameters))
+
+    event.listen(engine, "before_cursor_execute", grab)
+    try:
+        upgrade(engine)
+    finally:
+        engine.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+    assert any("alembic_version" in statement for statement, _ in sent)
+    return sent
+
+
 @pytest.fixture(params=DB_PARAMS)
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A freshly migrated database (SQLite file, or a private PostgreSQL schema)."""
     if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'rampwatch.sqlite3'}"
-        upgrade(url)
-        yield url
+        path = tmp_path / "rampwatch.sqlite3"
+        shutil.copyfile(request.getfixturevalue("migrated_sqlite"), path)
+        yield f"sqlite:///{path}"
         return
+    migration: list[tuple[str, Any]] = request.getfixturevalue("migrated_postgres")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     admin = create_engine(_pg_url("public"))
     with admin.begin() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     url = _pg_url(schema)
     try:
-        upgrade(url)
+        engine = create_engine(url)
+        try:
+            with engine.begin() as conn:
+                for statement, parameters in migration:
+                    conn.exec_driver_sql(statement, parameters)
+        finally:
+            engine.dispose()
         yield url
     finally:
         with admin.begin() as conn:
