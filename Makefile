@@ -18,8 +18,10 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/python -m devkit
 
+# Two test processes (pytest-xdist), each test file whole in one of them (its module fixtures
+# made once): most of a test's time is waiting on the processes and servers it starts.
 test: $(STAMP) chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile
 
 # The console's browser tests drive Debian's chromium (tests/console/): installed when missing;
 # where it cannot be (not root, no apt), one line says so and the tests skip.

@@ -1,7 +1,7 @@
 """Shared fixtures: a private Redis (never one we did not start), databases, keys.
 
-* ``redis_server``: one private server for the session, found the way ``make run``
-  finds one (``devkit.localredis``); ``redis`` is a client on it, flushed after
+* ``redis_server``: one private server for the session (for each test process, under
+  ``make test``'s ``-n 2``), found the way ``make run`` finds one (``devkit.localredis``); ``redis`` is a client on it, flushed after
   each test.
 * ``database_url``: a migrated SQLite file per test, and, when
   ``RAMPWATCH_TEST_POSTGRES_URL`` is set, the same tests again on PostgreSQL in
