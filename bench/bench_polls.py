@@ -4,7 +4,9 @@ RAMPWATCH_SWEEP_INTERVAL, 5 s), against the AliX sandbox answering each order-de
 50 ms late (issue 11's case; BENCH_POLL_ORDERS, BENCH_POLL_LATENCY and
 RAMPWATCH_POLL_CONCURRENCY change it).
 
-The orders are bulk-inserted into a migrated SQLite store, due now; at the sandbox each one
+The sandbox's app is served with keep-alive (``_keepalive``: its own development server took
+a new connection and a thread for every read, and most of a core). The orders are
+bulk-inserted into a migrated SQLite store, due now; at the sandbox each one
 has moved on (PAYMENT_COMPLETED), so every poll applies a change. The clock starts when the
 clock process is started (the workers are registered by then) and stops when every order
 has been polled once (``last_polled_at`` set, by an answer or a failure). The sandbox counts
@@ -17,16 +19,19 @@ from __future__ import annotations
 import os
 import tempfile
 import time
+from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from _common import SECRET, WEBHOOK_SECRET, database, emit
+from _keepalive import KeepAliveServer
 from _stack import BIN, AlixKeys, Deadline, Proc, service_env, start_worker, wait_until
 from redis import Redis
 from sqlalchemy import func, insert, select
 
 from devkit.alixpay.counting import CountingAlix
+from devkit.kit.server import wsgi_app
 from devkit.localredis import PrivateRedis
 from orders.db import make_engine
 from orders.models import Order
@@ -76,6 +81,7 @@ def main() -> None:
 
     procs: list[Proc] = []
     with (
+        ExitStack() as stack,
         PrivateRedis() as redis,
         CountingAlix(
             partner_code="bench",
@@ -89,11 +95,13 @@ def main() -> None:
             sandbox.create_order(f"p-{i}", 1000)
             sandbox.advance(f"p-{i}", "PAYMENT_COMPLETED")
         sandbox.set_switches(detail_delay=LATENCY)
+        # The sandbox's app behind a keep-alive server, as a provider's API is (``_keepalive``).
+        api = stack.enter_context(KeepAliveServer(wsgi_app(sandbox._dispatch)))
         env = service_env(
             url,
             redis.url,
             keys,
-            ALIXPAY_BASE_URL=sandbox.url,
+            ALIXPAY_BASE_URL=api.url,
             RAMPWATCH_POLL_CONCURRENCY=str(CONCURRENCY),
         )
         try:
