@@ -89,11 +89,29 @@ RECOUNT = (
     .values(seen_count=_RECORDS.c.seen_count + bindparam("more"), last_seen_at=bindparam("last"))
 )
 KEYS_PER_STATEMENT = 500  # orders named in one IN (...): well under SQLite's bound on parameters
+_ORDERS = Order.__table__
+
+
+class _OrderRow:
+    """An order's columns as the batch read them, as attributes (named as on ``Order``),
+    changed in place as the batch's plans decide; what then differs from what was read is
+    written at the batch's end (``_Writes``, ``changed``). The writer reads and writes its
+    orders through the tables, not the ORM: its unit of work (identity map, change
+    tracking, a flush sorting its updates) cost more per event than the plan."""
+
+    def __init__(self, read: Mapping[str, Any]):
+        self.__dict__.update(read)
+        self._read = read
+
+    def changed(self) -> dict[str, Any]:
+        """The columns set to another value than the one read."""
+        read = self._read
+        return {k: v for k, v in self.__dict__.items() if k != "_read" and v != read[k]}
 
 
 @dataclass
 class _OrderWork:
-    order: Order
+    order: _OrderRow
     history: list[Observation] = field(default_factory=list)
     # the rows of records this batch adds, by fingerprint (written at its end: ``_Writes``)
     pending: dict[str, dict[str, Any]] = field(default_factory=dict)
@@ -115,11 +133,20 @@ class _Writes:
     recounts: dict[int, list[Any]] = field(default_factory=dict)
     notices: list[dict[str, Any]] = field(default_factory=list)
 
-    def write(self, session: Session) -> None:
-        """The records, in the order they were decided (their ids keep it), and their
-        anomalies (only then are the records' ids asked back); the counts on older records
-        (their orders' locks cover them); the outbox rows last (see ``FEED_LOCK``)."""
+    def write(self, session: Session, orders: Iterable[_OrderRow] = ()) -> None:
+        """The orders' changed columns (one statement for each set of columns changed
+        together); the records, in the order they were decided (their ids keep it), and
+        their anomalies (only then are the records' ids asked back); the counts on older
+        records (their orders' locks cover them); the outbox rows last (see ``FEED_LOCK``)."""
         connection = session.connection()
+        updates: dict[tuple[str, ...], list[dict[str, Any]]] = {}
+        for order in orders:
+            changed = order.changed()
+            if changed:
+                updates.setdefault(tuple(sorted(changed)), []).append({"_id": order.id, **changed})
+        for columns, rows in updates.items():
+            stmt = update(_ORDERS).where(_ORDERS.c.id == bindparam("_id"))
+            connection.execute(stmt.values({c: bindparam(c) for c in columns}), rows)
         if self.records and not self.anomalies:
             connection.execute(insert(_RECORDS), self.records)
         elif self.records:
@@ -260,7 +287,7 @@ class Store:
                     continue
                 for i in by_order[key]:
                     outcomes[i] = self._apply_one(work, events[i], now, writes)
-            writes.write(session)
+            writes.write(session, (work.order for work in works.values()))
         self.fresh.analyze_when_due()
         done = [o for o in outcomes if o is not None]
         if done:
@@ -281,7 +308,7 @@ class Store:
         in sorted order on PostgreSQL), so two writers with overlapping batches cannot
         deadlock; SQLite has one writer at a time. Without ``wait``, rows another
         transaction holds are skipped (``SKIP LOCKED``) and left out of the answer."""
-        orders = self._locked(session, keys, wait=wait)
+        orders = self._rows(session, keys, wait=wait)
         missing = [key for key in keys if key not in orders]
         on_postgresql = session.bind.dialect.name == "postgresql"  # type: ignore[union-attr]
         if missing and not wait and on_postgresql:
@@ -298,7 +325,7 @@ class Store:
             )
             session.connection().execute(stmt, [bare_order(p, o, now) for p, o in missing])
             self.fresh.adopted(len(missing))
-            orders.update(self._locked(session, missing, wait=wait))
+            orders.update(self._rows(session, missing, wait=wait))
             assert not wait or all(key in orders for key in missing)
         by_id = {order.id: key for key, order in orders.items()}
         works = {key: _OrderWork(order=order) for key, order in orders.items()}
@@ -362,6 +389,28 @@ class Store:
             ).all()
         )
         return [key for key in keys if taken[ids[key]]]
+
+    @staticmethod
+    def _rows(
+        session: Session, keys: list[tuple[str, str]], *, wait: bool = True
+    ) -> dict[tuple[str, str], _OrderRow]:
+        """The orders of ``keys`` that exist, as the writer changes them (``_OrderRow``),
+        locked (``FOR UPDATE``) in key order; without ``wait``, those another transaction
+        holds are skipped."""
+        found: dict[tuple[str, str], _OrderRow] = {}
+        lock = session.bind.dialect.name != "sqlite"  # type: ignore[union-attr]
+        connection = session.connection()
+        for provider, chunk in _key_chunks(keys):
+            stmt = (
+                select(_ORDERS)
+                .where(_ORDERS.c.provider == provider, _ORDERS.c.external_order_id.in_(chunk))
+                .order_by(_ORDERS.c.external_order_id)
+            )
+            if lock:
+                stmt = stmt.with_for_update(skip_locked=not wait)
+            for row in connection.execute(stmt).mappings():
+                found[(row["provider"], row["external_order_id"])] = _OrderRow(row)
+        return found
 
     @staticmethod
     def _locked(
@@ -1043,7 +1092,7 @@ def bare_order(provider: str, external_order_id: str, now: datetime) -> dict[str
     )
 
 
-def notification(order: Order, kind: str, now: datetime, **extra: Any) -> dict[str, Any]:
+def notification(order: Order | _OrderRow, kind: str, now: datetime, **extra: Any) -> dict[str, Any]:
     """The outbox row (its columns) telling the partner of ``order`` as it stands now.
 
     The order's columns hold only what a signature or a verified answer covered
@@ -1082,7 +1131,7 @@ def _observed(source: str, first: datetime, last: datetime | None) -> datetime:
     return first
 
 
-def _facts(order: Order) -> OrderFacts:
+def _facts(order: Order | _OrderRow) -> OrderFacts:
     return OrderFacts(
         status=Status(order.status),
         rank=order.rank,
