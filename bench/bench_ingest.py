@@ -18,7 +18,7 @@ assumed, in every run. One JSON line per connection count: medians of req/s, p50
 both, the ratios, and the runs.
 
 Needs ``wrk`` on PATH (``make bench`` installs it with apt-get when it can); without it
-one JSON line says the benchmark was skipped. About 100 s."""
+one JSON line says the benchmark was skipped. About 75 s."""
 
 from __future__ import annotations
 
