@@ -1,5 +1,5 @@
 """End to end: callback -> applied latency (p50, p99) at a steady ``BENCH_E2E_RATE``
-(200) callbacks/s for ``BENCH_E2E_SECONDS`` (15), through the Procfile's ``web`` line
+(200) callbacks/s for ``BENCH_E2E_SECONDS`` (10), through the Procfile's ``web`` line
 (gunicorn, ``$WEB_CONCURRENCY`` workers, else 2) and two ``rampwatch worker`` processes on
 one private Redis, on SQLite (and PostgreSQL when RAMPWATCH_TEST_POSTGRES_URL is set).
 
@@ -9,7 +9,7 @@ latency runs from its scheduled send time to its event's ``recorded_at`` in the 
 (the writer's clock at apply; same machine, same clock). A case waits at most
 ``BENCH_E2E_DRAIN`` seconds (30) after the last send for the store to hold every
 accepted callback; callbacks never applied are reported (and fail the case), not
-dropped. One JSON line per database; about 35 s each."""
+dropped. One JSON line per database; about 16 s each."""
 
 from __future__ import annotations
 
@@ -42,7 +42,7 @@ from orders.models import EventRecord, Order
 from workers.stream import EventStream
 
 RATE = float(os.environ.get("BENCH_E2E_RATE", "200"))
-SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "15"))
+SECONDS = float(os.environ.get("BENCH_E2E_SECONDS", "10"))
 DRAIN = float(os.environ.get("BENCH_E2E_DRAIN", "30"))
 WORKERS = 2
 
