@@ -42,7 +42,7 @@ def events(prefix: str, orders: int) -> list[Event]:
 def main() -> None:
     for kind in databases():
         store = Store(make_engine(database(kind)), STATUS_MAPS, {})
-        single = events("single", 200)
+        single = events("single", 100)
         with Timer() as t:
             for ev in single:
                 store.apply([ev])
