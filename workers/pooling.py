@@ -10,6 +10,12 @@ asks for and an order creation in the same process all count against it, and a s
 provider's host fills only its own semaphore, never another provider's. Each process has
 its own semaphores, so the fleet's bound is ``limit`` times the processes.
 
+The session reads the environment (``HTTP_PROXY``/``HTTPS_PROXY``/``NO_PROXY``,
+``REQUESTS_CA_BUNDLE``/``CURL_CA_BUNDLE``) once per host, not at every request as
+``requests`` does (scanning ``os.environ`` and looking for ``~/.netrc`` cost a poll more CPU
+than verifying its answer's signature), and never reads ``~/.netrc``: provider calls carry
+the signatures and keys of the settings, never a login the host's home directory holds.
+
 A request waits at most ``GATE_WAIT`` seconds for its turn, then fails as a connection
 timeout would (``requests.ConnectTimeout``): the callers read that as a provider that
 cannot be reached now, and the sweep asks again after its backoff.
@@ -17,12 +23,14 @@ cannot be reached now, and the sweep asks again after its backoff.
 
 from __future__ import annotations
 
+import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
+from requests.utils import get_environ_proxies
 
 GATE_WAIT = 60.0  # seconds a request may wait for a free slot on its provider's host
 
@@ -43,8 +51,7 @@ class BoundedAdapter(HTTPAdapter):
 
     def gate(self, url: str | bytes | None) -> threading.BoundedSemaphore:
         """The semaphore of ``url``'s host, made on first use."""
-        parts = urlsplit(url.decode() if isinstance(url, bytes) else url or "")
-        host = f"{parts.scheme}://{parts.netloc}".lower()
+        host = _origin(url)
         with self._guard:
             gate = self._gates.get(host)
             if gate is None:
@@ -63,9 +70,46 @@ class BoundedAdapter(HTTPAdapter):
             gate.release()
 
 
+def _origin(url: str | bytes | None) -> str:
+    parts = urlsplit(url.decode() if isinstance(url, bytes) else url or "")
+    return f"{parts.scheme}://{parts.netloc}".lower()
+
+
+class PooledSession(requests.Session):
+    """A ``requests.Session`` that reads the environment once per host (module docstring).
+
+    ``trust_env`` is off, so ``requests`` neither reads ``~/.netrc`` nor the environment
+    at every request; ``merge_environment_settings`` gives what it would have read from
+    the environment (the proxies for the host, ``NO_PROXY`` applied, and the CA bundle),
+    as the environment stood the first time the host was called."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trust_env = False
+        self._environment: dict[tuple[str, str | None], tuple[dict[str, str], str | None]] = {}
+
+    def merge_environment_settings(
+        self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
+    ) -> dict[str, Any]:
+        origin = _origin(url)
+        no_proxy = (proxies or {}).get("no_proxy")  # the caller's, applied as requests does
+        known = self._environment.get((origin, no_proxy))
+        if known is None:
+            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
+            found = get_environ_proxies(origin, no_proxy=no_proxy)
+            known = self._environment[(origin, no_proxy)] = (found, bundle)
+        env_proxies, bundle = known
+        proxies = dict(proxies or {})
+        for scheme, proxy in env_proxies.items():
+            proxies.setdefault(scheme, proxy)
+        if (verify is True or verify is None) and bundle:
+            verify = bundle
+        return super().merge_environment_settings(url, proxies, stream, verify, cert)
+
+
 def pooled_session(limit: int) -> requests.Session:
-    """A session whose http and https calls go through one ``BoundedAdapter(limit)``."""
-    session = requests.Session()
+    """A ``PooledSession`` whose http and https calls go through one ``BoundedAdapter(limit)``."""
+    session = PooledSession()
     adapter = BoundedAdapter(limit)
     session.mount("https://", adapter)
     session.mount("http://", adapter)
