@@ -23,14 +23,12 @@ cannot be reached now, and the sweep asks again after its backoff.
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Any
 from urllib.parse import urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
-from requests.utils import get_environ_proxies
 
 GATE_WAIT = 60.0  # seconds a request may wait for a free slot on its provider's host
 
@@ -86,7 +84,8 @@ class PooledSession(requests.Session):
     def __init__(self) -> None:
         super().__init__()
         self.trust_env = False
-        self._environment: dict[tuple[str, str | None], tuple[dict[str, str], str | None]] = {}
+        self._reader = requests.Session()  # trust_env on: reads the environment as requests does
+        self._environment: dict[tuple[str, str | None], tuple[dict[str, str], Any]] = {}
 
     def merge_environment_settings(
         self, url: str | bytes | None, proxies: Any, stream: Any, verify: Any, cert: Any
@@ -95,15 +94,16 @@ class PooledSession(requests.Session):
         no_proxy = (proxies or {}).get("no_proxy")  # the caller's, applied as requests does
         known = self._environment.get((origin, no_proxy))
         if known is None:
-            bundle = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE")
-            found = get_environ_proxies(origin, no_proxy=no_proxy)
-            known = self._environment[(origin, no_proxy)] = (found, bundle)
-        env_proxies, bundle = known
+            read = self._reader.merge_environment_settings(
+                origin, {"no_proxy": no_proxy} if no_proxy else {}, None, None, None
+            )
+            known = self._environment[(origin, no_proxy)] = (read["proxies"], read["verify"])
+        env_proxies, env_verify = known
         proxies = dict(proxies or {})
         for scheme, proxy in env_proxies.items():
             proxies.setdefault(scheme, proxy)
-        if (verify is True or verify is None) and bundle:
-            verify = bundle
+        if verify is True or verify is None:
+            verify = env_verify
         return super().merge_environment_settings(url, proxies, stream, verify, cert)
 
 
