@@ -226,6 +226,7 @@ class Settings:
     stream_batch: int = 200
     stream_claim_idle: float = 10.0
     stream_max_deliveries: int = 5
+    stream_linger: float = 0.02
     log_level: str = "INFO"
     log_format: str = "text"  # or "json": one JSON object per line
     sentry_dsn: str | None = field(default=None, repr=False)  # error reporting, when set
@@ -601,6 +602,7 @@ def load_settings(
         stream_batch=r.number("RAMPWATCH_STREAM_BATCH", 200, int, 1),
         stream_claim_idle=r.number("RAMPWATCH_STREAM_CLAIM_IDLE", 10.0, float, 0.1),
         stream_max_deliveries=r.number("RAMPWATCH_STREAM_MAX_DELIVERIES", 5, int, 1),
+        stream_linger=_linger(r),
         log_level=log_level,
         log_format=r.choice("RAMPWATCH_LOG_FORMAT", LOG_FORMATS),
         sentry_dsn=r.url("SENTRY_DSN"),
@@ -617,6 +619,15 @@ def load_settings(
     if r.problems:
         raise ConfigError(r.problems)
     return settings
+
+
+def _linger(r: _Reader) -> float:
+    """RAMPWATCH_STREAM_LINGER: 0 to 1 second (a consumer waits at most this for a fuller batch)."""
+    linger = r.number("RAMPWATCH_STREAM_LINGER", 0.02, float, 0.0)
+    if linger > 1.0:
+        r.problems.append(f"RAMPWATCH_STREAM_LINGER: must be at most 1 (seconds), got {linger}")
+        return 0.02
+    return linger
 
 
 def _token(r: _Reader, name: str) -> str | None:

@@ -76,6 +76,7 @@ def test_empty_env_gives_working_defaults(tmp_path: Path) -> None:
     assert s.sweep_interval == 5.0
     assert s.sweep_batch == 500
     assert s.poll_lease == 120
+    assert s.stream_linger == 0.02
 
 
 def test_blank_values_count_as_unset(tmp_path: Path) -> None:
@@ -96,6 +97,7 @@ def test_core_values_are_read(tmp_path: Path) -> None:
         "RAMPWATCH_SWEEP_INTERVAL": "2.5",
         "RAMPWATCH_SWEEP_BATCH": "50",
         "RAMPWATCH_POLL_LEASE": "2m",
+        "RAMPWATCH_STREAM_LINGER": "0",
     }
     s = load_settings(env, tmp_path)
     assert s.database_url == "sqlite:////srv/data/rw.sqlite3"
@@ -105,6 +107,7 @@ def test_core_values_are_read(tmp_path: Path) -> None:
     assert s.sweep_interval == 2.5
     assert s.sweep_batch == 50
     assert s.poll_lease == 120
+    assert s.stream_linger == 0.0
 
 
 def test_no_env_argument_reads_the_process_environment(
@@ -198,6 +201,9 @@ def test_core_and_alix_problems_are_listed_together(keys: Keys, tmp_path: Path) 
         ("RAMPWATCH_SWEEP_BATCH", "-3"),
         ("RAMPWATCH_POLL_LEASE", "0"),
         ("RAMPWATCH_POLL_LEASE", "1.5m"),
+        ("RAMPWATCH_STREAM_LINGER", "-0.1"),
+        ("RAMPWATCH_STREAM_LINGER", "2"),
+        ("RAMPWATCH_STREAM_LINGER", "20ms"),
         ("REDIS_URL", "127.0.0.1:6379"),
         ("DATABASE_URL", "oracle://x"),
         ("RAMPWATCH_LOG_LEVEL", "TRACE"),

@@ -83,6 +83,64 @@ def test_a_batch_is_applied_in_one_pass_and_trimmed(runtime: Services, redis: Re
     assert runtime.stream.depths() == {"callbacks": 0, "callbacks_pending": 0, "callbacks_dead": 0}
 
 
+def _batches(rt: Services) -> list[int]:
+    """The sizes of the batches the store commits from now on."""
+    sizes: list[int] = []
+    rt.store.observers["batch sizes"] = lambda outcomes: sizes.append(len(outcomes))
+    return sizes
+
+
+def _lingering(rt: Services, seconds: float) -> Drainer:
+    rt.settings = dataclasses.replace(rt.settings, stream_linger=seconds)
+    return Drainer(rt, "lingerer")
+
+
+def test_a_consumer_finding_a_few_entries_waits_the_linger_and_applies_what_came_with_them(
+    runtime: Services,
+) -> None:
+    drainer = _lingering(runtime, 0.5)
+    sizes = _batches(runtime)
+    runtime.stream.append_many(lifecycle("linger-1"))  # 3 waiting: fewer than half a batch (50)
+    later = threading.Timer(0.1, runtime.stream.append_many, [lifecycle("linger-2") + lifecycle("linger-3")])
+    later.start()
+    try:
+        assert drainer.drain_once(block_ms=1000) == 9
+    finally:
+        later.cancel()
+    assert sizes == [9]  # one transaction, not 3 then 6
+    assert applied_rows(runtime) == 9
+
+
+def test_a_lone_callback_on_a_quiet_stream_is_applied_without_the_linger(runtime: Services) -> None:
+    drainer = _lingering(runtime, 1.0)
+    sizes = _batches(runtime)
+    appended: list[float] = []
+
+    def append() -> None:
+        runtime.stream.append_many([event("AWAITING_PAYMENT", order="quiet-1")])
+        appended.append(time.monotonic())
+
+    later = threading.Timer(0.2, append)
+    later.start()
+    assert drainer.drain_once(block_ms=3000) == 1  # the read waited for it
+    applied_after = time.monotonic() - appended[0]
+    assert sizes == [1] and applied_after < 0.5, applied_after
+
+
+def test_neither_a_burst_drain_nor_a_stopping_consumer_lingers(runtime: Services) -> None:
+    drainer = _lingering(runtime, 1.0)
+    runtime.stream.append_many(lifecycle("burst-1"))
+    began = time.monotonic()
+    assert drainer.drain() == 3  # burst workers and tests: what is there, at once
+    assert time.monotonic() - began < 0.5
+    runtime.stream.append_many(lifecycle("burst-2"))
+    threading.Timer(0.1, drainer.stop).start()
+    began = time.monotonic()
+    assert drainer.drain_once(block_ms=1000) == 3  # the linger ends with the stop
+    assert time.monotonic() - began < 0.6
+    assert applied_rows(runtime) == 6
+
+
 def test_an_entry_read_by_a_consumer_that_died_is_taken_over_and_applied_once(
     runtime: Services, redis: Redis
 ) -> None:
