@@ -242,6 +242,7 @@ class Settings:
     notify_secrets: tuple[Named[str], ...] = field(default=(), repr=False)
     notify_timeout: float = DEFAULT_NOTIFY_TIMEOUT
     notify_max_attempts: int = DEFAULT_NOTIFY_MAX_ATTEMPTS
+    notify_concurrency: int = 8
     notify_backoff: tuple[int, ...] = DEFAULT_NOTIFY_BACKOFF
 
     @property
@@ -614,6 +615,7 @@ def load_settings(
         notify_secrets=notify_secrets,
         notify_timeout=r.number("NOTIFY_TIMEOUT", DEFAULT_NOTIFY_TIMEOUT, float, 0.1),
         notify_max_attempts=r.number("NOTIFY_MAX_ATTEMPTS", DEFAULT_NOTIFY_MAX_ATTEMPTS, int, 1),
+        notify_concurrency=r.number("NOTIFY_CONCURRENCY", 8, int, 1),
         notify_backoff=r.durations("NOTIFY_BACKOFF", DEFAULT_NOTIFY_BACKOFF),
     )
     if r.problems:

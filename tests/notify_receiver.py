@@ -60,6 +60,9 @@ class PartnerReceiver:
         self.secrets = list(secrets)
         self.answer = answer or (lambda _arrival: OK)
         self.arrivals: list[Arrival] = []
+        self.pause = 0.0  # seconds every request takes before its answer (a distant partner)
+        self.in_flight = 0
+        self.most_in_flight = 0  # the most requests handled at once
         self._lock = threading.Lock()
         self.server = WsgiLoopback(Request.application(self._handle))
 
@@ -83,6 +86,14 @@ class PartnerReceiver:
         arrival = Arrival(headers=headers, body=body, verified=payload is not None, payload=payload)
         with self._lock:
             self.arrivals.append(arrival)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            if self.pause:
+                time.sleep(self.pause)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
         status, delay, extra = self.answer(arrival) if arrival.verified else (400, 0.0, {})
         if delay:
             arrival.slow = True

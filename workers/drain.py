@@ -16,7 +16,8 @@ A pass (``drain_once``):
 2. prepare each event (what its signature covers, our order id when the callback names
    only the provider's); an event that is bad data goes to the dead-letter stream;
 3. apply the batch in one transaction, then acknowledge what it applied (``XACK`` +
-   ``XDEL``); queue notifications' deliveries and the polls of callbacks that are triggers.
+   ``XDEL``); queue the delivery of the notifications it wrote (one job for the batch) and
+   the polls of callbacks that are triggers.
    The transaction skips the orders another consumer's transaction is writing
    (``Store.apply_free``, ``SKIP LOCKED`` on PostgreSQL) and carries their entries to the
    next pass, so consumers whose batches name the same orders work side by side instead
@@ -239,8 +240,9 @@ class Drainer:
             busy = [pair for pair, o in zip(ready, outcomes, strict=True) if o is None]
         if done:
             self.stream.ack([entry.id for (entry, _), _ in done])
+            deliver_changes(self.rt, [outcome for _, outcome in done])
             for (entry, event), outcome in done:
-                after_apply(self.rt, event, outcome, entry.id)
+                after_apply(self.rt, event, outcome, entry.id, deliver=False)
         if busy and not done:
             return self._apply(busy, wait=True)  # nothing was free: wait rather than spin
         self._carry = busy
@@ -307,14 +309,27 @@ def prepare(rt: Services, event: Event) -> Event:
     return event
 
 
-def after_apply(rt: Services, event: Event, outcome: Outcome, entry_id: str | None = None) -> None:
-    """What follows an applied callback: its notification's delivery, and the poll of a
-    callback that only triggers one (its provider signs no status); then its log line
-    (with the stream entry's id when it came from the stream)."""
+def deliver_changes(rt: Services, outcomes: list[Outcome]) -> None:
+    """The deliveries of the notifications a batch wrote: one job for the batch."""
+    try:
+        rt.deliver_changes(outcomes)
+    except RedisError as exc:
+        # Applied already: the sweep queues due deliveries in any case.
+        log.warning("after applying callbacks: redis unavailable (%s)", type(exc).__name__)
+
+
+def after_apply(
+    rt: Services, event: Event, outcome: Outcome, entry_id: str | None = None, *, deliver: bool = True
+) -> None:
+    """What follows an applied callback: its notification's delivery (unless the caller
+    queues a batch's, ``deliver_changes``), and the poll of a callback that only triggers
+    one (its provider signs no status); then its log line (with the stream entry's id when
+    it came from the stream)."""
     ids = {"entry_id": entry_id} if entry_id else {}
     with log_context(provider=event.provider, order_id=event.external_order_id, **ids):
         try:
-            rt.deliver_change(outcome)
+            if deliver:
+                rt.deliver_change(outcome)
             adapter = rt.adapters.get(event.provider)
             if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
                 window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)

@@ -35,9 +35,11 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import requests
+import requests.adapters
 from rq import get_current_job
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -45,7 +47,7 @@ from config.logs import bind, log_context
 from orders.errors import DataError, ProviderError
 from orders.events import Event
 from workers.drain import after_apply, prepare
-from workers.notify import Deliverer
+from workers.notify import Deliverer, Report, run_each
 from workers.outages import database_unavailable
 from workers.polls import hand_out
 from workers.polls import poll_batch as poll_orders
@@ -198,11 +200,52 @@ def deliver_notifications(order_id: int) -> dict[str, Any]:
         return {"skipped": "NOTIFY_URL is not set"}
     with requests.Session() as session:
         report = Deliverer.from_settings(rt.settings, rt.store, session, rt.metrics).run(order_id)
+    _follow_up(rt, order_id, report)
+    return report.as_dict()
+
+
+@job
+def deliver_notifications_of(order_ids: list[int]) -> dict[str, Any]:
+    """``deliver_notifications`` for the orders a batch of changes touched
+    (``Queues.enqueue_deliveries``): up to ``NOTIFY_CONCURRENCY`` orders at once over one
+    keep-alive session, each order's notifications in order as one run sends them; no run
+    starts past the job's budget (``workers.notify.BUDGET``), the orders left are
+    scheduled again. A database or Redis outage fails the job (RQ retries it); what was
+    sent is recorded already."""
+    rt = current()
+    if not rt.settings.notify_url:
+        return {"skipped": "NOTIFY_URL is not set"}
+    ids = list(dict.fromkeys(order_ids))
+    threads = max(1, min(rt.settings.notify_concurrency, len(ids)))
+    with requests.Session() as session:
+        adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        deliverer = Deliverer.from_settings(rt.settings, rt.store, session, rt.metrics)
+        reports = run_each(
+            ids,
+            threads,
+            deliverer.budget,
+            lambda order_id, left: replace(deliverer, budget=left).run(order_id),
+            Report(budget_spent=True),
+        )
+    totals = {"orders": len(ids), "delivered": 0, "failed": 0, "dead": 0, "left": 0}
+    for order_id, report in zip(ids, reports, strict=True):
+        _follow_up(rt, order_id, report)
+        totals["delivered"] += report.delivered
+        totals["failed"] += report.failed
+        totals["dead"] += report.dead
+        totals["left"] += report.budget_spent
+    return totals
+
+
+def _follow_up(rt: Services, order_id: int, report: Report) -> None:
+    """After one order's run: schedule its failed notification's retry, or, when the run's
+    budget was spent, the rest."""
     if report.retry_in is not None and report.retry_job is not None:
         rt.queues.schedule_delivery(order_id, report.retry_in, report.retry_job)
     elif report.budget_spent:
         rt.queues.schedule_delivery(order_id, 0, f"notify-again-{order_id}")
-    return report.as_dict()
 
 
 @job

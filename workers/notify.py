@@ -23,10 +23,12 @@ attempt is counted by outcome (``delivered``, ``failed``, ``dead``: ``config.met
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -91,6 +93,24 @@ class Report:
             "retry_in": None if self.retry_in is None else round(self.retry_in, 3),
             "budget_spent": self.budget_spent,
         }
+
+
+def run_each(
+    order_ids: Sequence[int], threads: int, budget: float, run: Callable[[int, float], Report], late: Report
+) -> list[Report]:
+    """``run(order_id, seconds left)`` for every order, ``threads`` at once, in the order
+    given, within ``budget`` seconds in all: an order whose turn comes after that gets
+    ``late`` instead. Each run is in a copy of the caller's context (its log lines carry
+    the job's ids). The first error a run raised is raised once every run has ended."""
+    deadline = time.monotonic() + budget
+
+    def one(order_id: int) -> Report:
+        left = deadline - time.monotonic()
+        return late if left <= 0 else run(order_id, left)
+
+    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="notify") as pool:
+        futures = [pool.submit(contextvars.copy_context().run, one, order_id) for order_id in order_ids]
+        return [future.result() for future in futures]
 
 
 @dataclass

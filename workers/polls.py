@@ -15,9 +15,9 @@ deferred poll, as a single poll would), fetches the answers from a thread pool o
 ``RAMPWATCH_POLL_CONCURRENCY`` threads over the process's pooled session, whose per-host
 semaphore bounds the requests in flight to the provider from the whole process
 (``workers.pooling``), applies the answers in one ``Store.apply`` transaction, then
-releases every lock and queues the deliveries of what changed. Fetches not started
-within ``BATCH_BUDGET`` seconds are left for a later sweep (their lease runs out), so a
-provider answering slowly holds a worker for a bounded time.
+releases every lock and queues the deliveries of what changed (one job for the batch).
+Fetches not started within ``BATCH_BUDGET`` seconds are left for a later sweep (their
+lease runs out), so a provider answering slowly holds a worker for a bounded time.
 
 Error policy: what is one order's own (the provider refused, failed or timed out on it; its
 answer did not verify; its apply was refused) is counted as a failed poll, backs the order
@@ -157,6 +157,7 @@ def poll_batch(
                 report.failed += 1
         results = _apply(rt, events)
         applied = time.monotonic()
+        rt.deliver_changes([result for _, result in results if isinstance(result, Outcome)])
         for event, result in results:
             if isinstance(result, Outcome):
                 changed = result.changed
@@ -165,7 +166,6 @@ def poll_batch(
                 )
                 report.applied += changed
                 report.unchanged += not changed
-                rt.deliver_change(result)
             else:
                 _failed(rt, provider, event.external_order_id, reason, result, bugs)
                 report.failed += 1

@@ -51,6 +51,7 @@ POLL_BATCH_JOB = "workers.jobs.poll_batch"
 SWEEP_JOB = "workers.jobs.sweep"
 HEAL_JOB = "workers.jobs.poll_if_known"
 DELIVER_JOB = "workers.jobs.deliver_notifications"
+DELIVER_MANY_JOB = "workers.jobs.deliver_notifications_of"
 
 SWEEP_JOB_ID = "sweep"
 # A job's Redis record outlives its run briefly for inspection; durable history is the store's.
@@ -311,6 +312,28 @@ class Queues:
         except NoSuchJobError:
             pass  # it has just ended: the one scheduled below reads what it left
         return self.schedule_delivery(order_id, DELIVER_AGAIN, f"notify-again-{order_id}")
+
+    def enqueue_deliveries(self, order_ids: list[int]) -> bool:
+        """Deliver the pending notifications of the orders a batch of changes touched
+        (``workers.jobs.deliver_notifications_of``): one job for the batch, not one per
+        order, each batch its own job. Beside the orders' own jobs it is safe: a
+        notification is claimed (leased) before it is sent, one order's in version order.
+        True when queued."""
+        ids = sorted(set(order_ids))
+        if not ids:
+            return False
+        if len(ids) == 1:
+            return self.enqueue_delivery(ids[0])
+        self.notifications.enqueue_call(
+            DELIVER_MANY_JOB,
+            args=(ids,),
+            retry=DELIVER_RETRY,
+            description=f"deliver the notifications of {len(ids)} orders",
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            timeout=JOB_TIMEOUT,
+        )
+        return True
 
     def schedule_delivery(self, order_id: int, delay: float, job_id: str) -> bool:
         """A delivery of the order's notifications in ``delay`` seconds (a retry's time),

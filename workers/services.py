@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from redis import Redis
@@ -70,6 +70,14 @@ class Services:
         when notifications are pushed (the sweep would queue it too, a little later)."""
         if outcome.changed and outcome.order_id is not None and self.settings.notify_url:
             self.queues.enqueue_delivery(outcome.order_id)
+
+    def deliver_changes(self, outcomes: Iterable[Outcome]) -> None:
+        """``deliver_change`` for a batch of outcomes: one delivery job for every order the
+        batch changed (``Queues.enqueue_deliveries``)."""
+        if self.settings.notify_url:
+            self.queues.enqueue_deliveries(
+                [o.order_id for o in outcomes if o.changed and o.order_id is not None]
+            )
 
     def adapter(self, provider: str) -> ProviderAdapter:
         try:

@@ -27,7 +27,8 @@ from config import Named, Settings
 from orders.events import Event
 from orders.models import Notification
 from workers import jobs
-from workers.notify import Deliverer, retry_delay
+from workers.drain import Drainer
+from workers.notify import Deliverer, Report, retry_delay, run_each
 from workers.services import Services, build_services
 from workers.worker import make_worker
 
@@ -316,3 +317,43 @@ def test_a_delivery_asked_for_while_the_orders_job_runs_is_scheduled_once_more(
     scheduled = runtime.queues.notifications.scheduled_job_registry.get_job_ids()
     assert scheduled == ["notify-again-7"]
     assert runtime.queues.notifications.job_ids == ["notify-7"]
+
+
+def test_a_drained_batch_of_changes_costs_one_delivery_job_and_each_order_arrives_in_order(
+    runtime: Services, partner: PartnerReceiver
+) -> None:
+    """The callback stream's batch of 5 orders' lifecycles queues one delivery job, not one
+    per order; that job sends every notification once, each order's in version order, to
+    several orders at once (NOTIFY_CONCURRENCY)."""
+    orders = [f"batch-{i}" for i in range(5)]
+    statuses = ("AWAITING_PAYMENT", "PAYMENT_COMPLETED", "SUCCESS")
+    runtime.stream.append_many([event(status, order) for order in orders for status in statuses])
+    assert Drainer(runtime, "c1").drain() == 15
+    queued = runtime.queues.notifications.get_jobs()
+    assert [job.func_name for job in queued] == ["workers.jobs.deliver_notifications_of"]
+    assert len(queued[0].args[0]) == 5
+    partner.pause = 0.05  # a partner 50 ms away
+    work(runtime)
+    got = partner.wait_for(15)
+    assert len(partner.arrivals) == 15 and len({a.webhook_id for a in got}) == 15
+    for order in orders:
+        mine = [a for a in got if a.order == order]
+        assert [a.payload["data"]["status"] for a in mine] == ["AWAITING_PAYMENT", "PROCESSING", "SUCCESS"]
+    assert partner.most_in_flight > 1  # orders delivered side by side
+    assert all(n.delivered_at is not None and n.attempts == 1 for n in rows(runtime))
+
+
+def test_a_batch_job_past_its_budget_leaves_the_rest_scheduled(
+    runtime: Services, partner: PartnerReceiver
+) -> None:
+    for order in ("late-1", "late-2", "late-3"):
+        runtime.store.apply([event("AWAITING_PAYMENT", order)])
+    ids = sorted({n.order_id for n in rows(runtime)})
+    reports = run_each(
+        ids, 1, 0.0, lambda _o, _left: pytest.fail("no run starts past the budget"), Report(budget_spent=True)
+    )
+    assert all(r.budget_spent for r in reports)
+    # The job schedules each order's delivery again; nothing was sent.
+    jobs._follow_up(runtime, ids[0], reports[0])
+    assert f"notify-again-{ids[0]}" in runtime.queues.notifications.scheduled_job_registry.get_job_ids()
+    assert partner.arrivals == []
