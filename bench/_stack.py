@@ -276,7 +276,9 @@ def start_web(env: dict[str, str], folder: Path, port: int, *, workers: int, nam
     return Proc(name, ["bash", "-c", "exec " + procfile("web")], env, folder)
 
 
-def start_bare_web(env: dict[str, str], folder: Path, port: int, *, workers: int) -> Proc:
+def start_bare_web(
+    env: dict[str, str], folder: Path, port: int, *, workers: int, name: str = "hello"
+) -> Proc:
     """The Procfile's ``web`` line with a hello-world Flask app (``bench/_hello.py``) in
     place of rampwatch's: the same gunicorn, settings and worker count."""
     line = procfile("web")
@@ -284,7 +286,7 @@ def start_bare_web(env: dict[str, str], folder: Path, port: int, *, workers: int
     assert app in line, f"the Procfile's web line no longer serves {app}: {line}"
     line = line.replace(app, f"--pythonpath {shlex.quote(str(BENCH))} '_hello:create_app()'")
     env = {**env, "HOST": "127.0.0.1", "PORT": str(port), "WEB_CONCURRENCY": str(workers)}
-    return Proc("hello", ["bash", "-c", "exec " + line], env, folder)
+    return Proc(name, ["bash", "-c", "exec " + line], env, folder)
 
 
 def start_worker(env: dict[str, str], folder: Path, name: str) -> Proc:

@@ -128,10 +128,13 @@ def pair(
     redis: Redis, bare: tuple[Proc, int], web: tuple[Proc, int], connections: int, script: Path, bodies: Path
 ) -> dict:
     """One bare run, then one rampwatch run right after it; the stream checked against the
-    receiver's own count. The bare server serves every pair; each rampwatch run has its own
-    server, started with the others before the first run and stopped after its own (each
-    gunicorn worker flushes its counts to Redis as it exits)."""
-    base = run_wrk(*bare, connections, script, bodies)
+    receiver's own count. Each run has a server of its own, started with the others before
+    the first run (``start_servers``) and stopped after its run (each rampwatch gunicorn
+    worker flushes its counts to Redis as it exits)."""
+    try:
+        base = run_wrk(*bare, connections, script, bodies)
+    finally:
+        bare[0].stop()
     redis.delete(STREAM, key("rampwatch_callbacks"))
     try:
         ours = run_wrk(*web, connections, script, bodies)
@@ -163,23 +166,22 @@ def pair(
     }
 
 
-def start_servers(env: dict, folder: Path, workers: int) -> tuple[tuple[Proc, int], list[tuple[Proc, int]]]:
-    """The bare server, and one rampwatch server per run, all started at once and waited
-    for together: started one after another, each pair's two start-ups took a third of
-    the benchmark's time. An idle server costs the runs before its own nothing measurable
-    (its processes sleep)."""
-    port = free_port()
-    bare = (start_bare_web(env, folder, port, workers=workers), port)
-    webs = []
+def start_servers(env: dict, folder: Path, workers: int) -> list[tuple[tuple[Proc, int], tuple[Proc, int]]]:
+    """A bare and a rampwatch server for every pair, all started at once and waited for
+    together: started one after another, each pair's two start-ups took a third of the
+    benchmark's time. Each serves one run, fresh, as when it was started just before it;
+    an idle server costs the runs before its own nothing measurable (its processes sleep)."""
+    pairs = []
     for rep in range(REPEATS):
         for connections in CONNECTIONS:
-            port = free_port()
-            webs.append(
-                (start_web(env, folder, port, workers=workers, name=f"web-{connections}-{rep}"), port)
-            )
-    for proc, port in [bare, *webs]:
-        wait_web(port, proc, workers, timeout=120)
-    return bare, webs
+            bare_port, web_port = free_port(), free_port()
+            bare = start_bare_web(env, folder, bare_port, workers=workers, name=f"hello-{connections}-{rep}")
+            web = start_web(env, folder, web_port, workers=workers, name=f"web-{connections}-{rep}")
+            pairs.append(((bare, bare_port), (web, web_port)))
+    for (bare, bare_port), (web, web_port) in pairs:
+        wait_web(bare_port, bare, workers, timeout=120)
+        wait_web(web_port, web, workers, timeout=120)
+    return pairs
 
 
 def main() -> None:
@@ -200,15 +202,16 @@ def main() -> None:
         url = database("sqlite")
         env = service_env(url, redis_server.url, keys)
         runs: dict[int, list[dict]] = {c: [] for c in CONNECTIONS}
-        bare, webs = start_servers(env, folder, workers)
+        servers = start_servers(env, folder, workers)
         try:
-            servers = iter(webs)
+            each = iter(servers)
             for _ in range(REPEATS):  # the repetitions interleaved, so a slow minute touches each case
                 for connections in CONNECTIONS:
-                    runs[connections].append(pair(redis, bare, next(servers), connections, script, bodies))
+                    runs[connections].append(pair(redis, *next(each), connections, script, bodies))
         finally:
-            for proc, _ in [bare, *webs]:
-                proc.stop()
+            for (bare, _), (web, _) in servers:
+                bare.stop()
+                web.stop()
         redis.close()
     for connections, pairs in runs.items():
         ratio = median(p["ratio"] for p in pairs)
