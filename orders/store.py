@@ -673,9 +673,14 @@ class Store:
 
     # ------------------------------------------------------------ notifications
 
-    def claim_notification(self, order_id: int, lease_seconds: float) -> Notification | None:
+    def claim_notification(
+        self, order_id: int, lease_seconds: float, *, delivered: int | None = None
+    ) -> Notification | None:
         """The order's next notification to send, claimed for ``lease_seconds``; None when
         its oldest pending one (neither delivered nor dead) is not due, or there is none.
+        With ``delivered``, that notification is first recorded as delivered
+        (``notification_delivered``) in the same transaction: a run sending an order's
+        notifications one after another pays one transaction for each, not two.
 
         Per order, notifications go out in id (= version) order: a later one waits behind
         the oldest pending one, never passes it. Claiming counts the attempt and moves
@@ -686,6 +691,8 @@ class Store:
         again when its lease ends, and the sweep picks it up."""
         now = self.clock()
         with self.sessions.begin() as session:
+            if delivered is not None:
+                session.execute(_delivered(delivered, now))
             stmt = (
                 select(Notification)
                 .where(
@@ -709,11 +716,7 @@ class Store:
         """The partner acknowledged it (2xx): nothing more to do."""
         now = self.clock()
         with self.sessions.begin() as session:
-            session.execute(
-                update(Notification)
-                .where(Notification.id == notification_id, Notification.delivered_at.is_(None))
-                .values(delivered_at=now, next_attempt_at=None)
-            )
+            session.execute(_delivered(notification_id, now))
 
     def notification_failed(self, notification_id: int, error: str, retry_at: datetime | None) -> None:
         """An attempt failed (``error``: short, no body, no secret): try again at
@@ -1049,6 +1052,15 @@ def due_query(now: datetime, providers: Sequence[str], limit: int) -> Select[Any
         )
         .order_by(Order.next_poll_at)
         .limit(limit)
+    )
+
+
+def _delivered(notification_id: int, now: datetime) -> Any:
+    """The statement recording a notification as delivered (once)."""
+    return (
+        update(Notification)
+        .where(Notification.id == notification_id, Notification.delivered_at.is_(None))
+        .values(delivered_at=now, next_attempt_at=None)
     )
 
 

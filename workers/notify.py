@@ -151,18 +151,27 @@ class Deliverer:
         the run's budget is spent."""
         report = Report()
         started = time.monotonic()
+        note: Notification | None = None  # claimed, not sent yet
         while True:
-            if time.monotonic() - started > self.budget:
-                report.budget_spent = True
-                return report
-            note = self.store.claim_notification(order_id, lease(self.timeout))
             if note is None:
-                return report
+                if time.monotonic() - started > self.budget:
+                    report.budget_spent = True
+                    return report
+                note = self.store.claim_notification(order_id, lease(self.timeout))
+                if note is None:
+                    return report
             error = self._attempt(note)
             if error is None:
-                self.store.notification_delivered(note.id)
-                self.metrics.inc("rampwatch_notifications", outcome="delivered")
                 report.delivered += 1
+                self.metrics.inc("rampwatch_notifications", outcome="delivered")
+                if time.monotonic() - started > self.budget:
+                    self.store.notification_delivered(note.id)
+                    report.budget_spent = True
+                    return report
+                # Recorded delivered and the next one claimed in one transaction.
+                note = self.store.claim_notification(order_id, lease(self.timeout), delivered=note.id)
+                if note is None:
+                    return report
                 continue
             if note.attempts >= self.max_attempts:
                 self.store.notification_failed(note.id, error, None)
@@ -177,6 +186,7 @@ class Deliverer:
                     note.attempts,
                     error,
                 )
+                note = None
                 continue  # a dead one no longer holds the order's later ones back
             delay = retry_delay(self.backoff, note.attempts, self.jitter())
             self.store.notification_failed(note.id, error, self.clock() + timedelta(seconds=delay))

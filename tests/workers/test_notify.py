@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import requests
+import sqlalchemy
 from conftest import Keys, alix_settings
 from notify_receiver import OK, Arrival, PartnerReceiver
 from redis import Redis
@@ -357,3 +358,26 @@ def test_a_batch_job_past_its_budget_leaves_the_rest_scheduled(
     jobs._follow_up(runtime, ids[0], reports[0])
     assert f"notify-again-{ids[0]}" in runtime.queues.notifications.scheduled_job_registry.get_job_ids()
     assert partner.arrivals == []
+
+
+def test_an_orders_notifications_sent_in_a_row_cost_one_transaction_each(
+    runtime: Services, partner: PartnerReceiver
+) -> None:
+    """Three notifications of one order: a claim, then for each one sent its record as
+    delivered and the next claim together (4 transactions), not a claim and a record
+    each plus the last, empty, claim (7)."""
+    for status in ("AWAITING_PAYMENT", "PAYMENT_COMPLETED", "SUCCESS"):
+        runtime.store.apply([event(status, "commits-1")])
+    order_id = rows(runtime)[0].order_id
+    commits: list[int] = []
+    listener = lambda _conn: commits.append(1)  # noqa: E731
+    sqlalchemy.event.listen(runtime.store.engine, "commit", listener)
+    try:
+        with requests.Session() as session:
+            report = Deliverer.from_settings(runtime.settings, runtime.store, session).run(order_id)
+    finally:
+        sqlalchemy.event.remove(runtime.store.engine, "commit", listener)
+    assert report.delivered == 3
+    assert len(commits) == 4
+    assert [a.version for a in partner.arrivals] == [n.version for n in rows(runtime)]
+    assert all(n.delivered_at is not None and n.attempts == 1 for n in rows(runtime))
