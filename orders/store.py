@@ -412,26 +412,6 @@ class Store:
                 found[(row["provider"], row["external_order_id"])] = _OrderRow(row)
         return found
 
-    @staticmethod
-    def _locked(
-        session: Session, keys: list[tuple[str, str]], *, wait: bool = True
-    ) -> dict[tuple[str, str], Order]:
-        """The orders of ``keys`` that exist, locked (``FOR UPDATE``) in key order; without
-        ``wait``, those another transaction holds are skipped."""
-        found: dict[tuple[str, str], Order] = {}
-        lock = session.bind.dialect.name != "sqlite"  # type: ignore[union-attr]
-        for provider, chunk in _key_chunks(keys):
-            stmt = (
-                select(Order)
-                .where(Order.provider == provider, Order.external_order_id.in_(chunk))
-                .order_by(Order.external_order_id)
-            )
-            if lock:
-                stmt = stmt.with_for_update(skip_locked=not wait)
-            for order in session.scalars(stmt):
-                found[(order.provider, order.external_order_id)] = order
-        return found
-
     def _apply_one(self, work: _OrderWork, ev: Event, now: datetime, writes: _Writes) -> Outcome:
         order = work.order
         decided = plan(
@@ -556,13 +536,14 @@ class Store:
         """A poll could not be made or read: back off before the next one."""
         now = self.clock()
         with self.sessions.begin() as session:
-            order = self._locked(session, [(provider, external_order_id)]).get((provider, external_order_id))
+            order = self._rows(session, [(provider, external_order_id)]).get((provider, external_order_id))
             if order is None or Status(order.status) in TERMINAL:
                 return
             order.poll_attempts += 1
             order.last_polled_at = now
             delay = self._policy(provider).delay(order.poll_attempts)
             order.next_poll_at = now + timedelta(seconds=delay)
+            _Writes().write(session, [order])
 
     def flag_stuck(self, limit: int = 500) -> list[DueOrder]:
         """Flag open orders that stayed in their state past its expected time (the

@@ -242,7 +242,7 @@ class Drainer:
             self.stream.ack([entry.id for (entry, _), _ in done])
             deliver_changes(self.rt, [outcome for _, outcome in done])
             for (entry, event), outcome in done:
-                after_apply(self.rt, event, outcome, entry.id, deliver=False)
+                after_apply(self.rt, event, outcome, entry.id)
         if busy and not done:
             return self._apply(busy, wait=True)  # nothing was free: wait rather than spin
         self._carry = busy
@@ -271,6 +271,7 @@ class Drainer:
                 )
                 continue
             self.stream.ack([entry.id])
+            deliver_changes(self.rt, [outcome])
             after_apply(self.rt, event, outcome, entry.id)
             settled += 1
         return settled
@@ -310,7 +311,7 @@ def prepare(rt: Services, event: Event) -> Event:
 
 
 def deliver_changes(rt: Services, outcomes: list[Outcome]) -> None:
-    """The deliveries of the notifications a batch wrote: one job for the batch."""
+    """The deliveries of the notifications applied callbacks wrote: one job for a batch."""
     try:
         rt.deliver_changes(outcomes)
     except RedisError as exc:
@@ -318,24 +319,20 @@ def deliver_changes(rt: Services, outcomes: list[Outcome]) -> None:
         log.warning("after applying callbacks: redis unavailable (%s)", type(exc).__name__)
 
 
-def after_apply(
-    rt: Services, event: Event, outcome: Outcome, entry_id: str | None = None, *, deliver: bool = True
-) -> None:
-    """What follows an applied callback: its notification's delivery (unless the caller
-    queues a batch's, ``deliver_changes``), and the poll of a callback that only triggers
-    one (its provider signs no status); then its log line (with the stream entry's id when
-    it came from the stream)."""
+def after_apply(rt: Services, event: Event, outcome: Outcome, entry_id: str | None = None) -> None:
+    """What follows an applied callback, once its notification's delivery is queued
+    (``deliver_changes``): the poll of a callback that only triggers one (its provider
+    signs no status); then its log line (with the stream entry's id when it came from the
+    stream)."""
     ids = {"entry_id": entry_id} if entry_id else {}
     with log_context(provider=event.provider, order_id=event.external_order_id, **ids):
         try:
-            if deliver:
-                rt.deliver_change(outcome)
             adapter = rt.adapters.get(event.provider)
             if adapter is not None and adapter.callbacks_are_triggers and event.source == "callback":
                 window = getattr(rt.settings.provider(event.provider), "callback_poll_window", 10)
                 rt.queues.enqueue_trigger_poll(event.provider, event.external_order_id, window)
         except RedisError as exc:
-            # Applied already: the sweep queues due deliveries and polls in any case.
+            # Applied already: the sweep polls due orders in any case.
             log.warning("after applying a callback: redis unavailable (%s)", type(exc).__name__)
         log.info(
             "applied %s %s event: %s -> %s (v%d)%s%s",

@@ -46,7 +46,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from config.logs import bind, log_context
 from orders.errors import DataError, ProviderError
 from orders.events import Event
-from workers.drain import after_apply, prepare
+from workers.drain import after_apply, deliver_changes, prepare
 from workers.notify import Deliverer, Report, run_each
 from workers.outages import database_unavailable
 from workers.polls import hand_out
@@ -114,6 +114,7 @@ def apply_event(payload: dict[str, Any]) -> dict[str, Any]:
     event = prepare(rt, event)
     bind(order_id=event.external_order_id)
     (outcome,) = rt.store.apply([event])
+    deliver_changes(rt, [outcome])
     after_apply(rt, event, outcome)
     return {"decision": outcome.decision.value, "status": outcome.status.value, "version": outcome.version}
 

@@ -68,12 +68,11 @@ class Services:
     def deliver_change(self, outcome: Outcome) -> None:
         """After ``outcome`` changed an order: queue the delivery of the notification it wrote,
         when notifications are pushed (the sweep would queue it too, a little later)."""
-        if outcome.changed and outcome.order_id is not None and self.settings.notify_url:
-            self.queues.enqueue_delivery(outcome.order_id)
+        self.deliver_changes([outcome])
 
     def deliver_changes(self, outcomes: Iterable[Outcome]) -> None:
         """``deliver_change`` for a batch of outcomes: one delivery job for every order the
-        batch changed (``Queues.enqueue_deliveries``)."""
+        batch changed (``Queues.enqueue_deliveries``; the order's own job for one)."""
         if self.settings.notify_url:
             self.queues.enqueue_deliveries(
                 [o.order_id for o in outcomes if o.changed and o.order_id is not None]
