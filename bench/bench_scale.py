@@ -20,7 +20,11 @@ line's ``ratio_the_cpu_allows`` is the most it could reach at the baseline's cos
 callback once the baseline's idle share is used too), the CPU time of every process on the
 machine per callback (``cpu_per_callback_ms``: what more processes cost), and how
 often PostgreSQL's active backends were found waiting on a lock (``db_lock_wait_pct``, by
-kind in ``db_lock_waits``): consumers serialised on each other's rows show here.
+kind in ``db_lock_waits``): consumers serialised on each other's rows show here. Each run
+also splits the CPU per callback by kind of process (``cpu_per_callback_ms_by_kind``: web,
+worker, postgres, redis, other) and counts the transactions (``db_commits_per_callback``:
+a consumer's batch is one) and Redis commands (``redis_calls_per_callback``) a callback
+cost.
 
 Checked for every order (each violation counted, with examples, and failing the case):
 its final status is SUCCESS; exactly one event record per distinct dedup key, and no
@@ -158,6 +162,40 @@ def cpu_times() -> tuple[int, int]:
     return fields[3] + fields[4], sum(fields)  # idle + iowait
 
 
+def process_kind(pid: str) -> str | None:
+    """What a process is, for the CPU split: ``web`` (gunicorn), ``worker`` (rampwatch
+    worker), ``redis``, ``postgres``, else None."""
+    try:
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    line = b" ".join(args)
+    name = args[0].rsplit(b"/", 1)[-1]
+    if b"gunicorn" in line:
+        return "web"
+    if b"rampwatch" in line and b"worker" in args:
+        return "worker"
+    if name.startswith(b"redis-server"):
+        return "redis"
+    if name.startswith(b"postgres") or args[0].startswith(b"postgres"):  # backends: "postgres: ..."
+        return "postgres"
+    return None
+
+
+def cpu_by_process() -> dict[str, tuple[str, int]]:
+    """The (kind, user + system CPU ticks so far) of every process of the kinds above, by pid."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or (kind := process_kind(entry.name)) is None:
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        found[entry.name] = (kind, int(fields[11]) + int(fields[12]))  # utime, stime
+    return found
+
+
 class Watch:
     """During a phase: the share of CPU time the machine left idle (/proc/stat), and what
     PostgreSQL's active client backends were doing, sampled every 50 ms
@@ -169,8 +207,11 @@ class Watch:
         " AND pid <> pg_backend_pid()"
     )
 
-    def __init__(self, url: str):
+    COMMITS = text("SELECT xact_commit FROM pg_stat_database WHERE datname = current_database()")
+
+    def __init__(self, url: str, redis: Redis):
         self.engine = make_engine(url)
+        self.redis = redis
         self.stop = threading.Event()
         self.active = 0
         self.waits: Counter[str] = Counter()
@@ -178,8 +219,15 @@ class Watch:
 
     def start(self) -> Watch:
         self.cpu = cpu_times()
+        self.processes = cpu_by_process()
+        self.commits = self._commits()
+        self.redis.config_resetstat()
         self.thread.start()
         return self
+
+    def _commits(self) -> int:
+        with self.engine.connect() as conn:
+            return conn.scalar(self.COMMITS)
 
     def _sample(self) -> None:
         with self.engine.connect() as conn:
@@ -197,7 +245,18 @@ class Watch:
         self.thread.join(5)
         idle, total = cpu_times()
         self.idle_share = (idle - self.cpu[0]) / max(1, total - self.cpu[1])
-        self.busy_seconds = ((total - self.cpu[1]) - (idle - self.cpu[0])) / os.sysconf("SC_CLK_TCK")
+        tick = os.sysconf("SC_CLK_TCK")
+        self.busy_seconds = ((total - self.cpu[1]) - (idle - self.cpu[0])) / tick
+        spent: Counter[str] = Counter()  # of the processes still running (wrk is "other")
+        for pid, (kind, ticks) in cpu_by_process().items():
+            spent[kind] += ticks - self.processes.get(pid, (kind, 0))[1]
+        self.by_kind = {kind: ticks / tick for kind, ticks in spent.items()}
+        time.sleep(0.6)  # PostgreSQL's counts reach pg_stat_database within 0.5 s
+        self.commits = self._commits() - self.commits
+        self.redis_calls = {
+            name.removeprefix("cmdstat_"): stats["calls"]
+            for name, stats in self.redis.info("commandstats").items()
+        }
         self.engine.dispose()
 
     def figures(self, callbacks: int) -> dict:
@@ -205,6 +264,19 @@ class Watch:
             "cpu_idle_pct": round(100 * self.idle_share, 1),
             # Every process's CPU time (ours, wrk, Redis, PostgreSQL) per callback.
             "cpu_per_callback_ms": round(1000 * self.busy_seconds / max(1, callbacks), 3),
+            # The same by kind of process; "other" is wrk, this script and the rest.
+            "cpu_per_callback_ms_by_kind": {
+                kind: round(1000 * seconds / max(1, callbacks), 3)
+                for kind, seconds in sorted(
+                    {**self.by_kind, "other": self.busy_seconds - sum(self.by_kind.values())}.items()
+                )
+            },
+            # How many transactions (of every process) and Redis commands a callback cost.
+            "db_commits_per_callback": round(self.commits / max(1, callbacks), 3),
+            "redis_calls_per_callback": {
+                name: round(calls / max(1, callbacks), 3)
+                for name, calls in sorted(self.redis_calls.items(), key=lambda kv: -kv[1])[:8]
+            },
             "db_backend_samples": self.active,
             "db_lock_wait_pct": round(100 * sum(self.waits.values()) / max(1, self.active), 1),
             "db_lock_waits": dict(self.waits),
@@ -233,7 +305,7 @@ def phase(
                 wait_web(port, proc, workers=1)
             wait_workers(redis, procs[webs:])  # their start (imports) is not the throughput's
             deadline = Deadline(TIMEOUT)
-            watch = Watch(url).start()
+            watch = Watch(url, redis).start()
             started = time.monotonic()
             sent = blast(
                 ports, "/webhooks/alixpay", deliveries, folder, connections=CONNECTIONS, limit=TIMEOUT
@@ -318,7 +390,19 @@ def summary(runs: list[dict]) -> dict:
         exactly_once_and_ordering=not violations,
         ok=all(run["ok"] for run in runs),
         runs=[
-            {k: run[k] for k in (*RUN_FIGURES, "db_lock_waits", "accepted", "exit_codes", "ok")}
+            {
+                k: run[k]
+                for k in (
+                    *RUN_FIGURES,
+                    "cpu_per_callback_ms_by_kind",
+                    "db_commits_per_callback",
+                    "redis_calls_per_callback",
+                    "db_lock_waits",
+                    "accepted",
+                    "exit_codes",
+                    "ok",
+                )
+            }
             for run in runs
         ],
     )
