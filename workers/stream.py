@@ -253,6 +253,22 @@ class EventStream:
         self.ensure_group()
         return int(self.redis.eval(FORGET_IDLE, 1, self.stream, self.group, min_idle_ms, keep))
 
+    def live_consumers(self, within_ms: int) -> int:
+        """How many of the group's consumers were given entries within the last
+        ``within_ms`` (at least 1: the caller): those sharing what arrives now. Redis 7.2
+        says so in ``inactive``; before it, ``idle`` meant the same."""
+        try:
+            consumers = self.redis.xinfo_consumers(self.stream, self.group)
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc) and "no such key" not in str(exc):
+                raise
+            return 1
+        recent = 0
+        for consumer in consumers:
+            since = int(consumer.get("inactive", consumer["idle"]))
+            recent += 0 <= since < within_ms
+        return max(1, recent)
+
     # ------------------------------------------------------------------ for operators
 
     def depths(self) -> dict[str, int]:

@@ -111,6 +111,48 @@ def test_a_consumer_finding_a_few_entries_waits_the_linger_and_applies_what_came
     assert applied_rows(runtime) == 9
 
 
+def test_the_linger_grows_with_the_consumers_sharing_the_stream(runtime: Services) -> None:
+    """n consumers each see 1/n of what arrives: each waits n lingers, so that its batch
+    is the one a lone consumer would read. Here 0.3 s a consumer; three more arrive 0.6 s
+    after the first: alone, a consumer applies without them; beside three others it
+    waits 1.2 s and applies them with the first."""
+
+    def first_batch(name: str, order: str) -> list[int]:
+        drainer = _lingering(runtime, 0.3)
+        drainer.consumer = name
+        sizes = _batches(runtime)
+        runtime.stream.append_many(lifecycle(f"{order}-1"))
+        later = threading.Timer(0.6, runtime.stream.append_many, [lifecycle(f"{order}-2")])
+        later.start()
+        try:
+            drainer.drain_once(block_ms=1000)
+        finally:
+            later.join()
+        return sizes
+
+    assert first_batch("alone", "grow-a") == [3]  # the late three were not waited for
+    Drainer(runtime, "alone").drain()  # they are applied by the next pass
+    assert runtime.stream.live_consumers(3000) == 1
+    # Two other consumers are given entries: with "alone" and the next, four share the stream.
+    runtime.stream.append_many([event("AWAITING_PAYMENT", order=f"grow-o{n}") for n in range(2)])
+    for name in ("other-1", "other-2"):
+        assert len(runtime.stream.read(name, 1, None)) == 1
+    assert runtime.stream.live_consumers(3000) == 3
+    assert first_batch("beside-three", "grow-b") == [6]
+    assert runtime.stream.live_consumers(3000) == 4
+    time.sleep(0.3)
+    assert runtime.stream.live_consumers(200) == 1  # none given entries lately: at least the caller
+
+
+def test_the_linger_stops_growing_at_five_consumers(runtime: Services) -> None:
+    runtime.stream.append_many([event("AWAITING_PAYMENT", order=f"many-{n}") for n in range(7)])
+    for n in range(7):
+        assert len(runtime.stream.read(f"many-{n}", 1, None)) == 1
+    drainer = _lingering(runtime, 0.1)
+    assert runtime.stream.live_consumers(3000) == 7
+    assert drainer._lingering() == pytest.approx(0.5)
+
+
 def test_a_lone_callback_on_a_quiet_stream_is_applied_without_the_linger(runtime: Services) -> None:
     drainer = _lingering(runtime, 1.0)
     sizes = _batches(runtime)
