@@ -7,7 +7,7 @@ after every run.
 
 Each ``web`` is the Procfile's line with ``WEB_CONCURRENCY=1`` (one gunicorn worker per web
 process, as a one-process dyno), each worker ``rampwatch worker``. The load is
-``BENCH_SCALE_ORDERS`` (600) orders, each with its four AliX statuses plus two
+``BENCH_SCALE_ORDERS`` (1,500) orders, each with its four AliX statuses plus two
 re-deliveries (one byte for byte, one with an unsigned field added), all shuffled, each
 delivery sent once, as fast as ``wrk`` goes on 32 keep-alive connections spread over the
 web processes (``_load.blast``; a Python client took a large share of the two cores the
@@ -31,7 +31,7 @@ its final status is SUCCESS; exactly one event record per distinct dedup key, an
 other; the records' ``seen_count`` adds up to the deliveries sent (every delivery counted
 once); ``version`` equals the number of applied events, whose ``version_after`` are
 exactly 1..version (no two writers applied to one order at once). Each run gives up
-after ``BENCH_SCALE_TIMEOUT`` seconds (150). About 80 s in all. Needs ``wrk``."""
+after ``BENCH_SCALE_TIMEOUT`` seconds (150). About 60 s in all. Needs ``wrk``."""
 
 from __future__ import annotations
 
@@ -71,7 +71,7 @@ from orders.models import EventRecord, Order
 from orders.states import Decision, Status
 from workers.stream import EventStream
 
-ORDERS = int(os.environ.get("BENCH_SCALE_ORDERS", "600"))
+ORDERS = int(os.environ.get("BENCH_SCALE_ORDERS", "1500"))
 TIMEOUT = float(os.environ.get("BENCH_SCALE_TIMEOUT", "150"))
 REPEATS = int(os.environ.get("BENCH_SCALE_REPEATS", "3"))
 PHASES = ((1, 1), (2, 4))  # (web processes, worker processes)
