@@ -658,46 +658,80 @@ class Store:
         self, order_id: int, lease_seconds: float, *, delivered: int | None = None
     ) -> Notification | None:
         """The order's next notification to send, claimed for ``lease_seconds``; None when
-        its oldest pending one (neither delivered nor dead) is not due, or there is none.
-        With ``delivered``, that notification is first recorded as delivered
-        (``notification_delivered``) in the same transaction: a run sending an order's
-        notifications one after another pays one transaction for each, not two.
+        its oldest pending one is not due, or there is none (``claim_notifications`` for
+        one order)."""
+        done = () if delivered is None else (delivered,)
+        return self.claim_notifications([order_id], lease_seconds, delivered=done).get(order_id)
+
+    def claim_notifications(
+        self, order_ids: Sequence[int], lease_seconds: float, *, delivered: Sequence[int] = ()
+    ) -> dict[int, Notification]:
+        """Each order's next notification to send, claimed for ``lease_seconds``, by order
+        id; an order is left out when its oldest pending one (neither delivered nor dead)
+        is not due, or it has none. ``delivered`` are first recorded as delivered
+        (``notification_delivered``) in the same transaction: a run sending many orders'
+        notifications pays one transaction for each round of them, not two for each.
 
         Per order, notifications go out in id (= version) order: a later one waits behind
-        the oldest pending one, never passes it. Claiming counts the attempt and moves
-        ``next_attempt_at`` past the lease, in a transaction holding that row's lock
-        (``FOR UPDATE`` on PostgreSQL, without SKIP LOCKED, which would hand out the next
-        one; SQLite's write lock), so two deliveries of one order never send the same
-        notification at once nor one out of order. An attempt whose worker died is due
-        again when its lease ends, and the sweep picks it up."""
+        the oldest pending one, never passes it. Each order's head (its oldest pending
+        one) is found first, then locked (``FOR UPDATE SKIP LOCKED`` on PostgreSQL;
+        SQLite's write lock) and re-checked pending once locked; claiming counts the
+        attempt and moves ``next_attempt_at`` past the lease: two runs never send the same
+        notification at once nor one out of order. A head another transaction holds is
+        left out with its order, not waited for: that transaction is claiming it, or
+        recording it delivered or failed, and the order is its business. Waiting would
+        deadlock two runs whose orders overlap (each holding a head the other wants, one
+        of them just recorded delivered), and skipping cannot hand out a later one: the
+        head is chosen before the lock. An attempt whose worker died is due again when its
+        lease ends, and the sweep picks it up."""
+        now = self.clock()
+        claimed: dict[int, Notification] = {}
+        with self.sessions.begin() as session:
+            for chunk in _chunks(list(delivered), KEYS_PER_STATEMENT):
+                session.execute(_delivered(chunk, now))
+            lock = session.bind.dialect.name != "sqlite"  # type: ignore[union-attr]
+            for chunk in _chunks(sorted(set(order_ids)), KEYS_PER_STATEMENT):
+                heads = (
+                    select(func.min(Notification.id))
+                    .where(Notification.order_id.in_(chunk), _pending())
+                    .group_by(Notification.order_id)
+                )
+                stmt = (
+                    select(Notification)
+                    .where(Notification.id.in_(heads), _pending())
+                    .order_by(Notification.id)
+                )
+                if lock:
+                    stmt = stmt.with_for_update(skip_locked=True)
+                for head in session.scalars(stmt):
+                    if head.next_attempt_at is not None and head.next_attempt_at <= now:
+                        claimed[head.order_id] = head
+            session.expunge_all()  # what is changed below is written by the UPDATE, not a flush
+            if claimed:
+                session.execute(
+                    update(Notification)
+                    .where(Notification.id.in_([note.id for note in claimed.values()]))
+                    .values(
+                        attempts=Notification.attempts + 1,
+                        next_attempt_at=now + timedelta(seconds=lease_seconds),
+                    )
+                    .execution_options(synchronize_session=False)
+                )
+                for note in claimed.values():  # as the row now is
+                    note.attempts += 1
+                    note.next_attempt_at = now + timedelta(seconds=lease_seconds)
+        return claimed
+
+    def notifications_delivered(self, notification_ids: Sequence[int]) -> None:
+        """The partner acknowledged them (2xx): nothing more to do."""
         now = self.clock()
         with self.sessions.begin() as session:
-            if delivered is not None:
-                session.execute(_delivered(delivered, now))
-            stmt = (
-                select(Notification)
-                .where(
-                    Notification.order_id == order_id,
-                    Notification.delivered_at.is_(None),
-                    Notification.dead_at.is_(None),
-                )
-                .order_by(Notification.id)
-                .limit(1)
-            )
-            if session.bind.dialect.name != "sqlite":  # type: ignore[union-attr]
-                stmt = stmt.with_for_update()
-            head = session.scalars(stmt).one_or_none()
-            if head is None or head.next_attempt_at is None or head.next_attempt_at > now:
-                return None
-            head.attempts += 1
-            head.next_attempt_at = now + timedelta(seconds=lease_seconds)
-            return head
+            for chunk in _chunks(list(notification_ids), KEYS_PER_STATEMENT):
+                session.execute(_delivered(chunk, now))
 
     def notification_delivered(self, notification_id: int) -> None:
         """The partner acknowledged it (2xx): nothing more to do."""
-        now = self.clock()
-        with self.sessions.begin() as session:
-            session.execute(_delivered(notification_id, now))
+        self.notifications_delivered([notification_id])
 
     def notification_failed(self, notification_id: int, error: str, retry_at: datetime | None) -> None:
         """An attempt failed (``error``: short, no body, no secret): try again at
@@ -1036,13 +1070,19 @@ def due_query(now: datetime, providers: Sequence[str], limit: int) -> Select[Any
     )
 
 
-def _delivered(notification_id: int, now: datetime) -> Any:
-    """The statement recording a notification as delivered (once)."""
+def _delivered(notification_ids: Sequence[int], now: datetime) -> Any:
+    """The statement recording notifications as delivered (each once)."""
     return (
         update(Notification)
-        .where(Notification.id == notification_id, Notification.delivered_at.is_(None))
+        .where(Notification.id.in_(notification_ids), Notification.delivered_at.is_(None))
         .values(delivered_at=now, next_attempt_at=None)
+        .execution_options(synchronize_session=False)
     )
+
+
+def _pending() -> Any:
+    """A notification neither delivered nor dead-lettered."""
+    return and_(Notification.delivered_at.is_(None), Notification.dead_at.is_(None))
 
 
 def _adopt_lock_id(key: tuple[str, str]) -> int:

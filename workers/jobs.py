@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from dataclasses import replace
 from typing import Any, TypeVar
 
 import requests
@@ -47,7 +46,7 @@ from config.logs import bind, log_context
 from orders.errors import DataError, ProviderError
 from orders.events import Event
 from workers.drain import after_apply, deliver_changes, prepare
-from workers.notify import Deliverer, Report, run_each
+from workers.notify import Deliverer, Report
 from workers.outages import database_unavailable
 from workers.polls import hand_out
 from workers.polls import poll_batch as poll_orders
@@ -208,11 +207,11 @@ def deliver_notifications(order_id: int) -> dict[str, Any]:
 @job
 def deliver_notifications_of(order_ids: list[int]) -> dict[str, Any]:
     """``deliver_notifications`` for the orders a batch of changes touched
-    (``Queues.enqueue_deliveries``): up to ``NOTIFY_CONCURRENCY`` orders at once over one
-    keep-alive session, each order's notifications in order as one run sends them; no run
-    starts past the job's budget (``workers.notify.BUDGET``), the orders left are
-    scheduled again. A database or Redis outage fails the job (RQ retries it); what was
-    sent is recorded already."""
+    (``Queues.enqueue_deliveries``), in rounds (``workers.notify``): each round one
+    transaction and up to ``NOTIFY_CONCURRENCY`` requests at once over one keep-alive
+    session, each order's notifications in order; no round starts past the job's budget
+    (``workers.notify.BUDGET``), the orders left are scheduled again. A database or Redis
+    outage fails the job (RQ retries it); what was sent is recorded already."""
     rt = current()
     if not rt.settings.notify_url:
         return {"skipped": "NOTIFY_URL is not set"}
@@ -222,16 +221,9 @@ def deliver_notifications_of(order_ids: list[int]) -> dict[str, Any]:
         adapter = requests.adapters.HTTPAdapter(pool_connections=1, pool_maxsize=threads)
         session.mount("https://", adapter)
         session.mount("http://", adapter)
-        deliverer = Deliverer.from_settings(rt.settings, rt.store, session, rt.metrics)
-        reports = run_each(
-            ids,
-            threads,
-            deliverer.budget,
-            lambda order_id, left: replace(deliverer, budget=left).run(order_id),
-            Report(budget_spent=True),
-        )
+        reports = Deliverer.from_settings(rt.settings, rt.store, session, rt.metrics).run_many(ids, threads)
     totals = {"orders": len(ids), "delivered": 0, "failed": 0, "dead": 0, "left": 0}
-    for order_id, report in zip(ids, reports, strict=True):
+    for order_id, report in reports.items():
         _follow_up(rt, order_id, report)
         totals["delivered"] += report.delivered
         totals["failed"] += report.failed

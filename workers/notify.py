@@ -1,9 +1,16 @@
 """Delivery of the partner's notifications from the outbox (``notifications`` table).
 
 The store writes a notification in the transaction of the change it tells of
-(``orders.store``); this module sends it. One run delivers one order's pending
-notifications, oldest first (id = version order), and stops at the first that
-fails: a later one never overtakes it. Each is POSTed to ``NOTIFY_URL`` as
+(``orders.store``); this module sends it. One run delivers the pending notifications
+of a set of orders (a drained batch's, or one order's), each order's oldest first (id =
+version order), and stops an order at its first that fails: a later one never
+overtakes it. A run goes in rounds: one transaction records what the last round
+delivered and claims the next notification of every order still going
+(``Store.claim_notifications``), then the round's notifications are sent,
+``NOTIFY_CONCURRENCY`` at once over one keep-alive session. A round waits for its
+slowest request (at most ``NOTIFY_TIMEOUT``); a batch of changes, most orders with one
+new notification, costs two transactions in all instead of two for each notification.
+Each is POSTed to ``NOTIFY_URL`` as
 stored, byte for byte, signed the Standard Webhooks way: ``webhook-id``
 (``msg_<notification id>``, the same on every attempt: the partner's dedup
 key), ``webhook-timestamp`` (this attempt, in seconds) and ``webhook-signature``
@@ -95,27 +102,9 @@ class Report:
         }
 
 
-def run_each(
-    order_ids: Sequence[int], threads: int, budget: float, run: Callable[[int, float], Report], late: Report
-) -> list[Report]:
-    """``run(order_id, seconds left)`` for every order, ``threads`` at once, in the order
-    given, within ``budget`` seconds in all: an order whose turn comes after that gets
-    ``late`` instead. Each run is in a copy of the caller's context (its log lines carry
-    the job's ids). The first error a run raised is raised once every run has ended."""
-    deadline = time.monotonic() + budget
-
-    def one(order_id: int) -> Report:
-        left = deadline - time.monotonic()
-        return late if left <= 0 else run(order_id, left)
-
-    with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="notify") as pool:
-        futures = [pool.submit(contextvars.copy_context().run, one, order_id) for order_id in order_ids]
-        return [future.result() for future in futures]
-
-
 @dataclass
 class Deliverer:
-    """Sends one order's due notifications. Collaborators come through the constructor."""
+    """Sends orders' due notifications. Collaborators come through the constructor."""
 
     store: Store
     url: str
@@ -149,61 +138,77 @@ class Deliverer:
     def run(self, order_id: int) -> Report:
         """Send the order's due notifications in order until one fails, none is due, or
         the run's budget is spent."""
-        report = Report()
+        return self.run_many([order_id], 1)[order_id]
+
+    def run_many(self, order_ids: Sequence[int], threads: int) -> dict[int, Report]:
+        """Send the due notifications of ``order_ids`` in rounds (module docstring),
+        ``threads`` requests at once: each order's in order until one fails or none is due;
+        no round starts past the run's budget, and the orders still going are reported
+        ``budget_spent``. A report for each order, by id."""
+        reports = {order_id: Report() for order_id in dict.fromkeys(order_ids)}
         started = time.monotonic()
-        note: Notification | None = None  # claimed, not sent yet
-        while True:
-            if note is None:
+        going = list(reports)
+        delivered: list[int] = []  # sent, to be recorded with the next claim
+        with ThreadPoolExecutor(max_workers=max(1, threads), thread_name_prefix="notify") as pool:
+            while going:
                 if time.monotonic() - started > self.budget:
-                    report.budget_spent = True
-                    return report
-                note = self.store.claim_notification(order_id, lease(self.timeout))
-                if note is None:
-                    return report
-            error = self._attempt(note)
-            if error is None:
-                report.delivered += 1
-                self.metrics.inc("rampwatch_notifications", outcome="delivered")
-                if time.monotonic() - started > self.budget:
-                    self.store.notification_delivered(note.id)
-                    report.budget_spent = True
-                    return report
-                # Recorded delivered and the next one claimed in one transaction.
-                note = self.store.claim_notification(order_id, lease(self.timeout), delivered=note.id)
-                if note is None:
-                    return report
-                continue
-            if note.attempts >= self.max_attempts:
-                self.store.notification_failed(note.id, error, None)
-                self.metrics.inc("rampwatch_notifications", outcome="dead")
-                report.dead += 1
-                log.warning(
-                    "notification %s (%s v%d of order %d) dead-lettered after %d attempts: %s",
-                    message_id(note.id),
-                    note.kind,
-                    note.version,
-                    order_id,
-                    note.attempts,
-                    error,
-                )
-                note = None
-                continue  # a dead one no longer holds the order's later ones back
-            delay = retry_delay(self.backoff, note.attempts, self.jitter())
-            self.store.notification_failed(note.id, error, self.clock() + timedelta(seconds=delay))
-            self.metrics.inc("rampwatch_notifications", outcome="failed")
-            report.failed += 1
-            report.retry_in = delay
-            report.retry_job = f"notify-retry-{order_id}-{note.id}-{note.attempts}"
-            log.info(
-                "notification %s (%s v%d) attempt %d failed: %s; next in %.0fs",
+                    for order_id in going:
+                        reports[order_id].budget_spent = True
+                    break
+                claimed = self.store.claim_notifications(going, lease(self.timeout), delivered=delivered)
+                delivered = []
+                # Each request in a copy of the caller's context: its log lines carry the job's ids.
+                sent = [
+                    pool.submit(contextvars.copy_context().run, self._attempt, n) for n in claimed.values()
+                ]
+                going = []
+                for (order_id, note), future in zip(claimed.items(), sent, strict=True):
+                    error = future.result()
+                    if error is None:
+                        delivered.append(note.id)
+                    if self._settle(note, error, reports[order_id]):
+                        going.append(order_id)
+        if delivered:
+            self.store.notifications_delivered(delivered)
+        return reports
+
+    def _settle(self, note: Notification, error: str | None, report: Report) -> bool:
+        """Count one attempt's outcome in the order's report and record a failure; whether
+        the order goes on to its next notification (delivered, or dead-lettered)."""
+        if error is None:
+            report.delivered += 1
+            self.metrics.inc("rampwatch_notifications", outcome="delivered")
+            return True
+        if note.attempts >= self.max_attempts:
+            self.store.notification_failed(note.id, error, None)
+            self.metrics.inc("rampwatch_notifications", outcome="dead")
+            report.dead += 1
+            log.warning(
+                "notification %s (%s v%d of order %d) dead-lettered after %d attempts: %s",
                 message_id(note.id),
                 note.kind,
                 note.version,
+                note.order_id,
                 note.attempts,
                 error,
-                delay,
             )
-            return report
+            return True  # a dead one no longer holds the order's later ones back
+        delay = retry_delay(self.backoff, note.attempts, self.jitter())
+        self.store.notification_failed(note.id, error, self.clock() + timedelta(seconds=delay))
+        self.metrics.inc("rampwatch_notifications", outcome="failed")
+        report.failed += 1
+        report.retry_in = delay
+        report.retry_job = f"notify-retry-{note.order_id}-{note.id}-{note.attempts}"
+        log.info(
+            "notification %s (%s v%d) attempt %d failed: %s; next in %.0fs",
+            message_id(note.id),
+            note.kind,
+            note.version,
+            note.attempts,
+            error,
+            delay,
+        )
+        return False
 
     def _attempt(self, note: Notification) -> str | None:
         """POST one notification; None when the partner took it, else a short reason."""

@@ -29,7 +29,7 @@ from orders.events import Event
 from orders.models import Notification
 from workers import jobs
 from workers.drain import Drainer
-from workers.notify import Deliverer, Report, retry_delay, run_each
+from workers.notify import Deliverer, retry_delay
 from workers.services import Services, build_services
 from workers.worker import make_worker
 
@@ -350,12 +350,13 @@ def test_a_batch_job_past_its_budget_leaves_the_rest_scheduled(
     for order in ("late-1", "late-2", "late-3"):
         runtime.store.apply([event("AWAITING_PAYMENT", order)])
     ids = sorted({n.order_id for n in rows(runtime)})
-    reports = run_each(
-        ids, 1, 0.0, lambda _o, _left: pytest.fail("no run starts past the budget"), Report(budget_spent=True)
-    )
-    assert all(r.budget_spent for r in reports)
+    with requests.Session() as session:
+        deliverer = Deliverer.from_settings(runtime.settings, runtime.store, session)
+        reports = replace(deliverer, budget=-1.0).run_many(ids, 2)
+    assert sorted(reports) == ids and all(r.budget_spent for r in reports.values())
+    assert all(n.attempts == 0 for n in rows(runtime))  # no round started: nothing claimed
     # The job schedules each order's delivery again; nothing was sent.
-    jobs._follow_up(runtime, ids[0], reports[0])
+    jobs._follow_up(runtime, ids[0], reports[ids[0]])
     assert f"notify-again-{ids[0]}" in runtime.queues.notifications.scheduled_job_registry.get_job_ids()
     assert partner.arrivals == []
 
@@ -381,3 +382,94 @@ def test_an_orders_notifications_sent_in_a_row_cost_one_transaction_each(
     assert len(commits) == 4
     assert [a.version for a in partner.arrivals] == [n.version for n in rows(runtime)]
     assert all(n.delivered_at is not None and n.attempts == 1 for n in rows(runtime))
+
+
+def test_a_batch_of_changes_to_many_orders_is_delivered_in_rounds_of_one_transaction(
+    runtime: Services, partner: PartnerReceiver
+) -> None:
+    """Six orders with one new notification each, one with two more: the job claims every
+    order's head in one transaction, sends them side by side, then records them delivered
+    and claims the next heads in one more (only the seventh order has one), and so on: 4
+    transactions in all, not 2 for each of the 9 notifications."""
+    for n in range(6):
+        runtime.store.apply([event("AWAITING_PAYMENT", f"round-{n}")])
+    for status in ("PAYMENT_COMPLETED", "SUCCESS"):
+        runtime.store.apply([event(status, "round-0")])
+    ids = sorted({n.order_id for n in rows(runtime)})
+    commits: list[int] = []
+    listener = lambda _conn: commits.append(1)  # noqa: E731
+    sqlalchemy.event.listen(runtime.store.engine, "commit", listener)
+    try:
+        totals = jobs.deliver_notifications_of(ids)  # the job, in this process
+    finally:
+        sqlalchemy.event.remove(runtime.store.engine, "commit", listener)
+    assert totals == {"orders": 6, "delivered": 8, "failed": 0, "dead": 0, "left": 0}
+    assert len(commits) == 4  # claim 6; 6 delivered + claim 1; 1 delivered + claim 1; 1 delivered + claim 0
+    assert len(partner.arrivals) == 8 and len({a.webhook_id for a in partner.arrivals}) == 8
+    first = [a.version for a in partner.arrivals if a.order == "round-0"]
+    assert first == sorted(first) == [n.version for n in rows(runtime, "round-0")]
+    assert all(n.delivered_at is not None and n.attempts == 1 for n in rows(runtime))
+
+
+def test_runs_over_overlapping_orders_send_each_notification_once_and_in_order(
+    runtime: Services, partner: PartnerReceiver
+) -> None:
+    """Three runs at once over overlapping sets of 12 orders with three notifications each
+    (a partner 10 ms away): every notification reaches the partner once, each order's in
+    version order, nobody waits on a lock another run holds, and nothing is left."""
+    orders = [f"overlap-{n}" for n in range(12)]
+    for status in ("AWAITING_PAYMENT", "PAYMENT_COMPLETED", "SUCCESS"):
+        runtime.store.apply([event(status, order) for order in orders])
+    by_order = {}
+    for note in rows(runtime):
+        by_order.setdefault(note.order_id, []).append(note)
+    ids = sorted(by_order)
+    partner.pause = 0.01
+    sets = [ids[:8], ids[4:], ids[::2] + ids[1::4]]
+    errors: list[BaseException] = []
+
+    def run(order_ids: list[int]) -> None:
+        try:
+            with requests.Session() as session:
+                Deliverer.from_settings(runtime.settings, runtime.store, session).run_many(order_ids, 4)
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(chosen,)) for chosen in sets]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert not errors and not any(t.is_alive() for t in threads)
+    # What a run left to another (a head it found held) the next run or the sweep sends.
+    Deliverer.from_settings(runtime.settings, runtime.store, requests.Session()).run_many(ids, 4)
+    assert len(partner.arrivals) == 36 and len({a.webhook_id for a in partner.arrivals}) == 36
+    for order in orders:
+        versions = [a.version for a in partner.arrivals if a.order == order]
+        assert versions == [1, 2, 3], (order, versions)
+    assert all(n.delivered_at is not None and n.attempts == 1 for n in rows(runtime))
+
+
+def test_a_head_another_transaction_holds_is_left_out_not_waited_for(
+    runtime: Services, database_url: str
+) -> None:
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite has one writer at a time: no other transaction holds a row")
+    for order in ("held", "free"):
+        runtime.store.apply([event("AWAITING_PAYMENT", order)])
+    held, free = rows(runtime, "held")[0], rows(runtime, "free")[0]
+    got: list[dict[int, Notification]] = []
+    claim = threading.Thread(
+        target=lambda: got.append(runtime.store.claim_notifications([held.order_id, free.order_id], 60))
+    )
+    with runtime.store.sessions.begin() as other:  # another run claiming, or recording, "held"
+        other.execute(select(Notification.id).where(Notification.id == held.id).with_for_update())
+        claim.start()
+        claim.join(5.0)
+        assert got, "the claim waited for the other transaction's lock"
+    claim.join(5.0)
+    (claimed,) = got
+    assert list(claimed) == [free.order_id] and claimed[free.order_id].id == free.id
+    assert claimed[free.order_id].attempts == 1
+    again = runtime.store.claim_notifications([held.order_id, free.order_id], 60)
+    assert list(again) == [held.order_id]  # free's is leased; held's is free now
