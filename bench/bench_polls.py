@@ -143,6 +143,11 @@ def main() -> None:
             sandbox_reads=sandbox.reads,
             target_s=TARGET,
             met=finished and seconds <= TARGET and sandbox.peak <= CONCURRENCY * WORKERS,
+            targets={
+                f"all_within_{TARGET:.0f}s": finished and seconds <= TARGET,
+                "in_flight<=bound": sandbox.peak <= CONCURRENCY * WORKERS,
+            },
+            ok=finished and count == ORDERS,
         )
     engine.dispose()
 
