@@ -1,5 +1,5 @@
 """Notify: the partner told of every change, from a backlog of ``BENCH_NOTIFY_EVENTS``
-(8,000) distinct AliX callbacks drained by two ``rampwatch worker`` processes with
+(4,000) distinct AliX callbacks drained by two ``rampwatch worker`` processes with
 ``NOTIFY_URL`` set, on SQLite (and PostgreSQL when RAMPWATCH_TEST_POSTGRES_URL is set),
 against the same partner endpoint taking as many notifications from a plain client in
 the same run.
@@ -51,7 +51,7 @@ from orders.events import utcnow
 from orders.models import EventRecord, Notification
 from workers.stream import EventStream
 
-EVENTS = int(os.environ.get("BENCH_NOTIFY_EVENTS", "8000"))
+EVENTS = int(os.environ.get("BENCH_NOTIFY_EVENTS", "4000"))
 TIMEOUT = float(os.environ.get("BENCH_NOTIFY_TIMEOUT", "180"))
 WORKERS = 2
 THREADS = 8  # NOTIFY_CONCURRENCY's default: the baseline client's threads

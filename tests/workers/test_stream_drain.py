@@ -113,16 +113,16 @@ def test_a_consumer_finding_a_few_entries_waits_the_linger_and_applies_what_came
 
 def test_the_linger_grows_with_the_consumers_sharing_the_stream(runtime: Services) -> None:
     """n consumers each see 1/n of what arrives: each waits n lingers, so that its batch
-    is the one a lone consumer would read. Here 0.3 s a consumer; three more arrive 0.6 s
+    is the one a lone consumer would read. Here 0.4 s a consumer; three more arrive 1 s
     after the first: alone, a consumer applies without them; beside three others it
-    waits 1.2 s and applies them with the first."""
+    waits 1.6 s and applies them with the first."""
 
     def first_batch(name: str, order: str) -> list[int]:
-        drainer = _lingering(runtime, 0.3)
+        drainer = _lingering(runtime, 0.4)
         drainer.consumer = name
         sizes = _batches(runtime)
         runtime.stream.append_many(lifecycle(f"{order}-1"))
-        later = threading.Timer(0.6, runtime.stream.append_many, [lifecycle(f"{order}-2")])
+        later = threading.Timer(1.0, runtime.stream.append_many, [lifecycle(f"{order}-2")])
         later.start()
         try:
             drainer.drain_once(block_ms=1000)
