@@ -654,22 +654,13 @@ class Store:
 
     # ------------------------------------------------------------ notifications
 
-    def claim_notification(
-        self, order_id: int, lease_seconds: float, *, delivered: int | None = None
-    ) -> Notification | None:
-        """The order's next notification to send, claimed for ``lease_seconds``; None when
-        its oldest pending one is not due, or there is none (``claim_notifications`` for
-        one order)."""
-        done = () if delivered is None else (delivered,)
-        return self.claim_notifications([order_id], lease_seconds, delivered=done).get(order_id)
-
     def claim_notifications(
         self, order_ids: Sequence[int], lease_seconds: float, *, delivered: Sequence[int] = ()
     ) -> dict[int, Notification]:
         """Each order's next notification to send, claimed for ``lease_seconds``, by order
         id; an order is left out when its oldest pending one (neither delivered nor dead)
         is not due, or it has none. ``delivered`` are first recorded as delivered
-        (``notification_delivered``) in the same transaction: a run sending many orders'
+        (``notifications_delivered``) in the same transaction: a run sending many orders'
         notifications pays one transaction for each round of them, not two for each.
 
         Per order, notifications go out in id (= version) order: a later one waits behind
@@ -728,10 +719,6 @@ class Store:
         with self.sessions.begin() as session:
             for chunk in _chunks(list(notification_ids), KEYS_PER_STATEMENT):
                 session.execute(_delivered(chunk, now))
-
-    def notification_delivered(self, notification_id: int) -> None:
-        """The partner acknowledged it (2xx): nothing more to do."""
-        self.notifications_delivered([notification_id])
 
     def notification_failed(self, notification_id: int, error: str, retry_at: datetime | None) -> None:
         """An attempt failed (``error``: short, no body, no secret): try again at
@@ -910,7 +897,7 @@ class Store:
         redeliver``): ``dead_at`` cleared, ``next_attempt_at`` now; its attempts are kept,
         so one more failure past ``NOTIFY_MAX_ATTEMPTS`` dead-letters it again. It is then
         the order's oldest pending notification or behind older pending ones, and
-        ``claim_notification`` still sends an order's notifications in id order. The
+        ``claim_notifications`` still sends an order's notifications in id order. The
         caller queues the order's delivery. None when there is no such notification;
         ``Conflict`` ``already_delivered`` when the partner has it."""
         now = self.clock()
