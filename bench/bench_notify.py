@@ -58,15 +58,6 @@ THREADS = 8  # NOTIFY_CONCURRENCY's default: the baseline client's threads
 CHUNK = 5000
 
 
-def told(partner: DemoPartner) -> int:
-    """How many distinct notifications the partner took."""
-    return sum(len(trail.steps) for trail in partner._orders.values())
-
-
-def out_of_order(partner: DemoPartner) -> int:
-    return sum(trail.out_of_order for trail in partner._orders.values())
-
-
 def case(kind: str, folder: Path, keys: AlixKeys) -> tuple[dict, list[str]]:
     """One database's run: its figures, and the bodies of the notifications it stored."""
     with (
@@ -84,7 +75,7 @@ def case(kind: str, folder: Path, keys: AlixKeys) -> tuple[dict, list[str]]:
         del events
         marks: dict[str, float] = {}
 
-        def counts() -> tuple[int, int, int]:
+        def store_counts() -> tuple[int, int, int]:
             with engine.connect() as conn:
                 recorded = conn.scalar(select(func.count()).select_from(EventRecord)) or 0
                 written, delivered = conn.execute(
@@ -95,11 +86,11 @@ def case(kind: str, folder: Path, keys: AlixKeys) -> tuple[dict, list[str]]:
         def done() -> bool:
             if not all(p.alive() for p in procs):
                 return True  # a dead worker: stop waiting
-            recorded, written, delivered = counts()
+            recorded, written, delivered = store_counts()
             now = time.monotonic()
             if recorded >= total:
                 marks.setdefault("drained", now)
-                if delivered == written and told(partner) >= written:
+                if delivered == written and partner.counts()[0] >= written:
                     marks["told"] = now
                     return True
             return False
@@ -114,13 +105,13 @@ def case(kind: str, folder: Path, keys: AlixKeys) -> tuple[dict, list[str]]:
             for p in procs:
                 p.terminate()
             codes = [p.stop() for p in procs]
-        recorded, written, delivered = counts()
+        recorded, written, delivered = store_counts()
         with engine.connect() as conn:
             bodies = list(conn.scalars(select(Notification.body).order_by(Notification.id)))
             attempts = conn.scalar(select(func.sum(Notification.attempts))) or 0
         engine.dispose()
         redis.close()
-        taken, late, refused = told(partner), out_of_order(partner), partner.refused
+        (taken, late), refused = partner.counts(), partner.refused
     drop_database(url)
     drained = marks.get("drained", started) - started
     told_after = marks["told"] - started if "told" in marks else None
@@ -187,7 +178,7 @@ def baseline(folder: Path, bodies: list[str]) -> dict:
             seconds = pool.submit(send_all, partner.url, partner.secret, bodies, THREADS).result(
                 timeout=TIMEOUT
             )
-        taken = told(partner)
+        taken, _ = partner.counts()
     return {
         "baseline_notifications": len(bodies),
         "baseline_partner_took": taken,

@@ -157,15 +157,22 @@ class DemoPartner:
                 self._lock.wait(min(left, 0.5))
         return True
 
+    def counts(self) -> tuple[int, int]:
+        """How many notifications were taken (each once), and how many of them arrived
+        after a later version of their order."""
+        with self._lock:
+            trails = list(self._orders.values())
+            return sum(len(t.steps) for t in trails), sum(t.out_of_order for t in trails)
+
     def summary(self) -> tuple[list[str], bool]:
         """One line per order and a last line with the count; whether every order's
         notifications arrived in version order."""
+        count, _ = self.counts()
         with self._lock:
             lines = [
                 f"{order}: " + ", ".join(f"{status} v{version}" for version, _, status in trail.steps)
                 for order, trail in self._orders.items()
             ]
-            count = sum(len(t.steps) for t in self._orders.values())
             late = [order for order, trail in self._orders.items() if trail.out_of_order]
             refused = f", {self.refused} refused (bad signature)" if self.refused else ""
         if late:

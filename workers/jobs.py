@@ -198,10 +198,7 @@ def deliver_notifications(order_id: int) -> dict[str, Any]:
     rt = current()
     if not rt.settings.notify_url:
         return {"skipped": "NOTIFY_URL is not set"}
-    with requests.Session() as session:
-        report = Deliverer.from_settings(rt.settings, rt.store, session, rt.metrics).run(order_id)
-    _follow_up(rt, order_id, report)
-    return report.as_dict()
+    return _deliver(rt, [order_id])[order_id].as_dict()
 
 
 @job
@@ -215,6 +212,19 @@ def deliver_notifications_of(order_ids: list[int]) -> dict[str, Any]:
     rt = current()
     if not rt.settings.notify_url:
         return {"skipped": "NOTIFY_URL is not set"}
+    reports = _deliver(rt, order_ids)
+    totals = {"orders": len(reports), "delivered": 0, "failed": 0, "dead": 0, "left": 0}
+    for report in reports.values():
+        totals["delivered"] += report.delivered
+        totals["failed"] += report.failed
+        totals["dead"] += report.dead
+        totals["left"] += report.budget_spent
+    return totals
+
+
+def _deliver(rt: Services, order_ids: list[int]) -> dict[int, Report]:
+    """One run over ``order_ids`` (``Deliverer.run_many``), up to ``NOTIFY_CONCURRENCY``
+    requests at once over one keep-alive session, then each order's follow-up."""
     ids = list(dict.fromkeys(order_ids))
     threads = max(1, min(rt.settings.notify_concurrency, len(ids)))
     with requests.Session() as session:
@@ -222,14 +232,9 @@ def deliver_notifications_of(order_ids: list[int]) -> dict[str, Any]:
         session.mount("https://", adapter)
         session.mount("http://", adapter)
         reports = Deliverer.from_settings(rt.settings, rt.store, session, rt.metrics).run_many(ids, threads)
-    totals = {"orders": len(ids), "delivered": 0, "failed": 0, "dead": 0, "left": 0}
     for order_id, report in reports.items():
         _follow_up(rt, order_id, report)
-        totals["delivered"] += report.delivered
-        totals["failed"] += report.failed
-        totals["dead"] += report.dead
-        totals["left"] += report.budget_spent
-    return totals
+    return reports
 
 
 def _follow_up(rt: Services, order_id: int, report: Report) -> None:
